@@ -1,0 +1,106 @@
+"""mlflow-xai: explanations for every model logged to MLflow.
+
+Public API: :func:`explain`, :func:`autolog`, :func:`wait`, :func:`list_methods`,
+:data:`hookimpl` (for method packs) and ``__version__``. Heavy modules (mlflow, shap, torch)
+are imported only when used, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+from mlflow_xai.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from mlflow_xai.explanations import Explanations
+
+try:
+    __version__ = version("mlflow-xai")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["Explanations", "autolog", "explain", "hookimpl", "list_methods", "wait",
+           "__version__"]
+
+
+def explain(
+    model: Any,
+    data: Any,
+    *,
+    targets: Any = None,
+    explainers: list[str] | dict[str, dict[str, Any] | None] | None = None,
+    background: Any = None,
+    background_rows: int = 100,
+    max_rows: int = 1000,
+    device: str = "auto",
+    seed: int = 0,
+    output: Any = None,
+    output_dir: Any = None,
+    strict: bool = True,
+    progress: bool | None = None,
+    model_type: str | None = None,
+) -> Explanations:
+    """Explain ``model`` on ``data`` with every requested (or applicable) explainer.
+
+    Args:
+        model: a model URI (``models:/<id>``, ``runs:/<run>/<path>``), a loaded MLflow model, a
+            scikit-learn style estimator (XGBoost, LightGBM too), a torch ``nn.Module``, or a
+            function ``f(ndarray) -> ndarray``.
+        data: the rows to explain (DataFrame or 2-D array).
+        targets: labels, one per row, or the name of a column of ``data`` holding them.
+        explainers: method names, or a dict ``name -> parameters``; default every registered
+            explainer that applies to the model (see :func:`list_methods`).
+        background: reference rows for "feature absent"; default ``background_rows`` rows sampled
+            from ``data`` with ``seed``.
+        max_rows: explain at most this many rows (a seeded sample; recorded in the summary).
+        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        output: which model output to explain. Default: the positive class (index 1) of a binary
+            classifier; for more than two classes, each row's predicted class
+            (``"predicted"``). A class label or an output index picks one output for every row.
+        output_dir: also write the ``xai/`` artifact folder here (no MLflow run needed).
+        strict: raise when a method fails (default); ``False`` records the failure and goes on.
+        progress: show a progress bar; default only on an interactive terminal outside CI.
+        model_type: ``"classifier"`` or ``"regressor"`` when it cannot be inferred.
+
+    Returns:
+        :class:`~mlflow_xai.explanations.Explanations`; call ``.log()`` to upload to MLflow.
+    """
+    from mlflow_xai.config import XaiConfig
+    from mlflow_xai.pipeline import run
+
+    config = XaiConfig(targets=targets, explainers=explainers, background=background,
+                       background_rows=background_rows, max_rows=max_rows, device=device,
+                       seed=seed, output=output, strict=strict, progress=progress,
+                       model_type=model_type)
+    result = run(model, data, config)
+    if output_dir is not None:
+        from mlflow_xai.artifacts import write_artifacts
+
+        write_artifacts(result, output_dir)
+    return result
+
+
+def list_methods(kind: str | None = None) -> list[dict[str, Any]]:
+    """Every registered method (``kind``: 'explainer', 'selector', 'check' or all)."""
+    from mlflow_xai.plugins import list_methods as _list
+
+    return _list(kind)
+
+
+def autolog(data: Any = None, *, targets: Any = None, asynchronous: bool = False,
+            disable: bool = False, **options: Any) -> None:
+    """Explain every model logged with ``mlflow.<flavor>.log_model`` from now on.
+
+    See :func:`mlflow_xai.autolog.autolog` for the details.
+    """
+    from mlflow_xai.autolog import autolog as _autolog
+
+    _autolog(data, targets=targets, asynchronous=asynchronous, disable=disable, **options)
+
+
+def wait(timeout: float | None = None) -> None:
+    """Block until every asynchronous explanation started by :func:`autolog` has finished."""
+    from mlflow_xai.autolog import wait as _wait
+
+    _wait(timeout)

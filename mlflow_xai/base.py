@@ -1,0 +1,201 @@
+"""Base classes for the three kinds of method, and the objects passed between them.
+
+A method pack subclasses :class:`Explainer` (or :class:`Selector`, :class:`Check`), sets a few
+class attributes that describe what it needs, and writes one small method. The base class does
+the shared work: parameter validation, chunking rows for the progress bar, shape checks.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from mlflow_xai.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mlflow_xai.model import ModelAdapter
+
+#: What a method may need from the model.
+REQUIREMENTS = {
+    "predict": "black-box predict",
+    "gradients": "gradients (torch nn.Module)",
+    "tree": "tree internals (scikit-learn trees, XGBoost, LightGBM)",
+    "targets": "targets (labels)",
+}
+
+
+@dataclass
+class ExplainTask:
+    """Everything a method sees: an encoded float matrix and a scalar-output model function.
+
+    ``predict`` maps an ``(m, n_features)`` float array to the explained output, shape ``(m,)``.
+    The pipeline has already chosen the output (class) and counts every row passed to it.
+    """
+
+    predict: Callable[[np.ndarray], np.ndarray]
+    X: np.ndarray
+    background: np.ndarray
+    feature_names: list[str]
+    model: ModelAdapter | None = None
+    output_index: int | None = None
+    output_label: Any = None
+    to_model_input: Callable[[np.ndarray], Any] = lambda X: X
+    targets: np.ndarray | None = None
+    seed: int = 0
+    device: str = "cpu"
+    data_type: str = "tabular"
+    chunk_rows: int = 64
+    on_rows_done: Callable[[int], None] = lambda n: None
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+
+@dataclass
+class Attribution:
+    """What an explainer returns.
+
+    ``values`` is ``(n_rows, n_features)`` for local methods and ``None`` for global-only ones;
+    ``importance`` defaults to the mean absolute attribution per feature.
+    ``outputs`` is the model output in the space the method explains (for example the margin
+    of a boosted tree), so that ``values.sum(1) + base_values == outputs`` can be checked.
+    """
+
+    values: np.ndarray | None
+    base_values: np.ndarray | None = None
+    importance: np.ndarray | None = None
+    outputs: np.ndarray | None = None
+    output_space: str = "model output"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def global_importance(self) -> np.ndarray:
+        if self.importance is not None:
+            return np.asarray(self.importance, dtype=float)
+        return np.abs(np.asarray(self.values, dtype=float)).mean(axis=0)
+
+
+class Method:
+    """Shared by explainers, selectors and checks: a name, a description and parameters."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ("predict",)
+    data_types: ClassVar[tuple[str, ...]] = ("tabular",)
+    #: Parameters and their defaults; anything else is refused with the list of valid names.
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        # Stored unchanged (scikit-learn convention); validated when the method runs.
+        self.params = params
+
+    def get_params(self) -> dict[str, Any]:
+        return {**self.defaults, **self.params}
+
+    def validate_params(self) -> dict[str, Any]:
+        unknown = sorted(set(self.params) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(sorted(self.defaults)) or "(none)"
+            hints = [
+                f"'{k}' (did you mean '{m[0]}'?)"
+                for k in unknown
+                if (m := difflib.get_close_matches(k, self.defaults, n=1))
+            ]
+            hint = f" {'; '.join(hints)}." if hints else ""
+            raise ConfigError(
+                f"unknown parameter(s) {unknown} for method '{self.name}'.{hint} "
+                f"Valid parameters: {valid}."
+            )
+        return self.get_params()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+class Explainer(Method):
+    """A feature-attribution method.
+
+    Subclasses set ``name`` and the class attributes below and implement
+    :meth:`explain_rows` (local methods) or override :meth:`explain` (global-only methods).
+    """
+
+    kind: ClassVar[str] = "explainer"
+    #: True when attributions are Shapley values, which must satisfy efficiency.
+    shapley: ClassVar[bool] = False
+    #: False for methods that only produce a global importance (no per-row attributions).
+    local: ClassVar[bool] = True
+    #: True when the result depends on the random seed.
+    stochastic: ClassVar[bool] = True
+
+    def supports(self, task: ExplainTask) -> str | None:
+        """Return ``None`` when this method applies to the task, else the reason it does not."""
+        if task.data_type not in self.data_types:
+            return f"{self.name} explains {'/'.join(self.data_types)} data, not {task.data_type}"
+        if "tree" in self.requires and (task.model is None or task.model.tree_kind is None):
+            return f"{self.name} needs a tree model (scikit-learn trees, XGBoost or LightGBM)"
+        if "gradients" in self.requires and (task.model is None or task.model.torch_module is None):
+            return f"{self.name} needs gradients: a torch nn.Module"
+        if "targets" in self.requires and task.targets is None:
+            return f"{self.name} needs targets"
+        return None
+
+    def explain(self, task: ExplainTask) -> Attribution:
+        """Explain every row of ``task.X``, a chunk at a time so that progress can be shown."""
+        params = self.validate_params()
+        parts: list[Attribution] = []
+        for start, stop in chunks(len(task.X), task.chunk_rows):
+            parts.append(self.explain_rows(task, task.X[start:stop], params))
+            task.on_rows_done(stop - start)
+        return _concat(parts)
+
+    def explain_rows(
+        self, task: ExplainTask, X: np.ndarray, params: dict[str, Any]
+    ) -> Attribution:
+        raise NotImplementedError(f"{type(self).__name__} must implement explain_rows or explain")
+
+
+class Selector(Method):
+    """A feature-selection method: a score per feature, a ranking and a selected subset."""
+
+    kind: ClassVar[str] = "selector"
+
+    def select(self, task: ExplainTask) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must implement select")
+
+
+class Check(Method):
+    """A check of explanations (stability, faithfulness, sanity) with figures and a verdict."""
+
+    kind: ClassVar[str] = "check"
+
+    def run(self, task: ExplainTask, explanations: Any) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must implement run")
+
+
+def chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    size = max(1, int(size))
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+def _concat(parts: list[Attribution]) -> Attribution:
+    if len(parts) == 1:
+        return parts[0]
+
+    def cat(attr: str) -> np.ndarray | None:
+        arrays = [getattr(p, attr) for p in parts]
+        return None if arrays[0] is None else np.concatenate(arrays, axis=0)
+
+    return Attribution(
+        values=cat("values"),
+        base_values=cat("base_values"),
+        outputs=cat("outputs"),
+        output_space=parts[0].output_space,
+        info=parts[0].info,
+    )

@@ -1,0 +1,102 @@
+"""The ``mlflow-xai`` command line, in MLflow's click style."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mlflow-xai", prog_name="mlflow-xai")
+def cli() -> None:
+    """Explanations for MLflow models: attributions, importance and plots.
+
+    \b
+    Examples:
+      mlflow-xai methods                       # what can explain my model?
+      mlflow-xai explain --model-uri models:/m-123 --data eval.parquet --targets label
+    """
+
+
+@cli.command("methods")
+@click.option("--kind", type=click.Choice(["explainer", "selector", "check"]), default=None,
+              help="Only list methods of this kind.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def methods(kind: str | None, as_json: bool) -> None:
+    """List every registered method: name, kind, provider package and version, what it needs
+    from the model and the data it accepts.
+
+    Methods come from packages registered under the "mlflow_xai" entry-point group; skip a
+    plugin with MLFLOW_XAI_DISABLE_PLUGINS=name1,name2.
+    """
+    from mlflow_xai.plugins import get_registry, list_methods
+
+    rows = list_methods(kind)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    headers = ["name", "kind", "package", "version", "needs", "data"]
+    table = [[r["name"], r["kind"], r["package"], r["version"], ", ".join(r["requires"]),
+              ", ".join(r["data"])] for r in rows]
+    widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h)
+              for i, h in enumerate(headers)]
+    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)))
+    for t in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(t, widths)))
+    for name, error in get_registry().failed.items():
+        click.echo(f"warning: plugin '{name}' failed to load: {error}", err=True)
+
+
+@cli.command("explain")
+@click.option("--model-uri", required=True,
+              help="Model to explain, e.g. models:/<model_id> or runs:/<run_id>/model.")
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Rows to explain: a .csv or .parquet file.")
+@click.option("--targets", default=None, help="Name of the label column in --data, if any.")
+@click.option("--explainer", "explainers", multiple=True,
+              help="Explainer to run (repeatable). Default: every one that applies.")
+@click.option("--max-rows", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Explain at most this many rows (a seeded sample).")
+@click.option("--background-rows", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Reference rows sampled from --data.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda or cuda:N.")
+@click.option("--run-id", default=None,
+              help="Log into this run. Default: a new run in the current experiment.")
+@click.option("--output-dir", default=None, type=click.Path(file_okay=False),
+              help="Also write the xai/ folder here.")
+@click.option("--no-log", is_flag=True, help="Do not log to MLflow (use with --output-dir).")
+def explain_command(model_uri: str, data_path: str, targets: str | None,
+                    explainers: tuple[str, ...], max_rows: int, background_rows: int, seed: int,
+                    device: str, run_id: str | None, output_dir: str | None,
+                    no_log: bool) -> None:
+    """Explain a logged model on a data file and log the xai/ artifacts to a run.
+
+    The tracking server comes from MLFLOW_TRACKING_URI, as for every MLflow command.
+    """
+    import pandas as pd
+
+    from mlflow_xai import explain
+    from mlflow_xai.errors import XaiError
+
+    data = pd.read_parquet(data_path) if data_path.endswith(".parquet") else pd.read_csv(
+        data_path)
+    try:
+        expl = explain(model_uri, data, targets=targets, explainers=list(explainers) or None,
+                       max_rows=max_rows, background_rows=background_rows, seed=seed,
+                       device=device, output_dir=output_dir)
+    except XaiError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    for method in expl.methods:
+        click.echo(f"{method}: top features {', '.join(map(str, expl.top_features(method)))}")
+    if not no_log:
+        logged = expl.log(run_id=run_id)
+        click.echo(f"logged to run {logged} (artifacts under xai/)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

@@ -1,0 +1,88 @@
+"""The options shared by every entrance (``explain``, the evaluator, ``autolog``, the CLI)."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from mlflow_xai.errors import ConfigError
+
+
+@dataclass
+class XaiConfig:
+    """Validated options. Field names are the keyword arguments of :func:`mlflow_xai.explain`."""
+
+    targets: Any = None
+    explainers: list[str] | dict[str, dict[str, Any] | None] | None = None
+    background: Any = None
+    background_rows: int = 100
+    max_rows: int = 1000
+    device: str = "auto"
+    seed: int = 0
+    output: Any = None
+    strict: bool = True
+    progress: bool | None = None
+    model_type: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name != "extra"]
+
+    @classmethod
+    def from_mapping(cls, options: dict[str, Any], *, ignore: frozenset[str] = frozenset(),
+                     where: str = "options") -> XaiConfig:
+        """Build a config from a dict, refusing unknown keys with the list of valid ones."""
+        valid = cls.keys()
+        unknown = [k for k in options if k not in valid and k not in ignore]
+        if unknown:
+            hints = [f"'{k}' (did you mean '{m[0]}'?)" for k in unknown
+                     if (m := difflib.get_close_matches(k, valid, n=1))]
+            hint = f" {'; '.join(hints)}." if hints else ""
+            raise ConfigError(f"unknown {where} key(s) {unknown}.{hint} "
+                              f"Valid keys: {', '.join(valid)}.")
+        config = cls(**{k: v for k, v in options.items() if k in valid})
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        for name in ("background_rows", "max_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}.")
+        if self.model_type not in (None, "classifier", "regressor"):
+            raise ConfigError(
+                f"model_type must be 'classifier', 'regressor' or None, got {self.model_type!r}.")
+
+
+def normalize_methods(spec: Any, *, valid: list[str], kind: str) -> dict[str, dict[str, Any]] | None:
+    """``None`` | list of names | dict name -> params  ->  dict name -> params (names checked)."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        spec = [s.strip() for s in spec.split(",") if s.strip()]
+    if isinstance(spec, dict):
+        items = list(spec.items())
+    elif isinstance(spec, (list, tuple)):
+        items = [(name, None) for name in spec]
+    else:
+        raise ConfigError(f"{kind}s must be a list of names or a dict of name -> parameters, "
+                          f"got {type(spec).__name__}.")
+    methods: dict[str, dict[str, Any]] = {}
+    for name, params in items:
+        if name not in valid:
+            close = difflib.get_close_matches(str(name), valid, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown {kind} '{name}'.{hint} "
+                              f"Valid {kind}s: {', '.join(sorted(valid)) or '(none)'}.")
+        if params is not None and not isinstance(params, dict):
+            raise ConfigError(f"parameters for {kind} '{name}' must be a dict, "
+                              f"got {type(params).__name__}.")
+        methods[name] = dict(params or {})
+    if not methods:
+        raise ConfigError(f"no {kind}s given: name at least one, or leave the option unset "
+                          "to use every one that applies.")
+    return methods

@@ -1,0 +1,285 @@
+"""Input validation, encoding and sampling.
+
+Every explainer works on one float matrix. Non-numeric columns the model accepts are encoded as
+category codes for the explainers and decoded back to the original values before each model call,
+so a perturbation never shows the model a value it has not seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlflow_xai.errors import InvalidInputError
+from mlflow_xai.model import ModelAdapter
+
+_STRING_SCHEMA_TYPES = {"string", "str", "binary", "object", "category"}
+
+
+@dataclass
+class Encoder:
+    """Maps between the model's input (DataFrame or array) and the float matrix explainers use."""
+
+    columns: list[str]
+    dtypes: dict[str, Any]
+    categories: dict[str, pd.Index] = field(default_factory=dict)
+    wants_frame: bool = True
+    array_dtype: Any = None
+
+    def encode(self, frame: pd.DataFrame) -> np.ndarray:
+        out = np.empty((len(frame), len(self.columns)), dtype=np.float64)
+        for j, col in enumerate(self.columns):
+            values = frame[col]
+            if col in self.categories:
+                codes = pd.Categorical(values, categories=self.categories[col]).codes
+                out[:, j] = codes
+            else:
+                out[:, j] = values.to_numpy(dtype=np.float64)
+        return out
+
+    def decode(self, X: np.ndarray) -> pd.DataFrame | np.ndarray:
+        """Float matrix -> what the model's predict takes."""
+        if not self.wants_frame:
+            return X.astype(self.array_dtype or np.float64, copy=False)
+        data = {}
+        for j, col in enumerate(self.columns):
+            x = X[:, j]
+            dtype = self.dtypes[col]
+            if col in self.categories:
+                cats = self.categories[col]
+                codes = np.clip(np.rint(x), 0, len(cats) - 1).astype(int)
+                data[col] = pd.Series(cats.take(codes)).astype(dtype, copy=False)
+            elif pd.api.types.is_bool_dtype(dtype):
+                data[col] = x >= 0.5
+            elif pd.api.types.is_integer_dtype(dtype):
+                data[col] = np.rint(x).astype(dtype)
+            else:
+                data[col] = x.astype(dtype, copy=False)
+        return pd.DataFrame(data, columns=self.columns)
+
+
+@dataclass
+class PreparedData:
+    """The rows to explain, the background, targets and facts for ``summary.json``."""
+
+    frame: pd.DataFrame
+    X: np.ndarray
+    background: np.ndarray
+    encoder: Encoder
+    targets: np.ndarray | None
+    facts: dict[str, Any]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.encoder.columns
+
+
+def prepare_data(
+    data: Any,
+    model: ModelAdapter,
+    *,
+    targets: Any = None,
+    background: Any = None,
+    background_rows: int = 100,
+    max_rows: int = 1000,
+    seed: int = 0,
+) -> PreparedData:
+    """Validate ``data`` against the model and return encoded rows and background."""
+    frame = _as_frame(data, model, what="data")
+    frame, y = _split_targets(frame, targets)
+    frame = _match_columns(frame, model, what="data")
+    if len(frame) == 0:
+        raise InvalidInputError("data has no rows: pass at least one row to explain.")
+    if frame.shape[1] == 0:
+        raise InvalidInputError("data has no feature columns: nothing to explain.")
+    bg_given = None
+    if background is not None:
+        bg_given = _match_columns(_as_frame(background, model, what="background"), model,
+                                  what="background", columns=list(frame.columns))
+        if len(bg_given) == 0:
+            raise InvalidInputError("background has no rows: pass at least one reference row.")
+    encoder = _make_encoder(frame, model, extra=bg_given)
+    _check_finite(frame, encoder, what="data")
+
+    rng = np.random.default_rng(seed)
+    rows_total = len(frame)
+    sampled = rows_total > max_rows
+    if max_rows < 1:
+        raise InvalidInputError(f"max_rows must be at least 1, got {max_rows}.")
+    positions = np.sort(rng.choice(rows_total, size=max_rows, replace=False)) if sampled else None
+
+    if bg_given is None:
+        if rows_total < 2:
+            raise InvalidInputError(
+                "data has 1 row, so a background sampled from it would equal the row being "
+                "explained and every attribution would be 0. Pass background= with reference "
+                "rows (for example a sample of the training data)."
+            )
+        if background_rows < 1:
+            raise InvalidInputError(f"background_rows must be at least 1, got {background_rows}.")
+        take = min(background_rows, rows_total)
+        bg_pos = np.sort(rng.choice(rows_total, size=take, replace=False))
+        bg_frame = frame.iloc[bg_pos]
+        bg_source = f"{take} rows sampled from data (seed {seed})"
+    else:
+        bg_frame = bg_given
+        _check_finite(bg_frame, encoder, what="background")
+        bg_source = f"{len(bg_frame)} rows given"
+
+    if positions is not None:
+        frame = frame.iloc[positions]
+        y = y[positions] if y is not None else None
+
+    facts = {
+        "rows_total": int(rows_total),
+        "rows_explained": int(len(frame)),
+        "rows_sampled": bool(sampled),
+        "max_rows": int(max_rows),
+        "features": len(encoder.columns),
+        "feature_names": list(encoder.columns),
+        "encoded_columns": sorted(encoder.categories),
+        "background_rows": int(len(bg_frame)),
+        "background_source": bg_source,
+        "targets": y is not None,
+    }
+    return PreparedData(frame=frame, X=encoder.encode(frame), background=encoder.encode(bg_frame),
+                        encoder=encoder, targets=y, facts=facts)
+
+
+def _as_frame(data: Any, model: ModelAdapter, *, what: str) -> pd.DataFrame:
+    if isinstance(data, pd.DataFrame):
+        return data
+    if isinstance(data, pd.Series):
+        raise InvalidInputError(
+            f"{what} is a pandas Series; pass a DataFrame (one column per feature), "
+            "for example series.to_frame().T for a single row."
+        )
+    if data is None:
+        raise InvalidInputError(f"{what} is None: pass a DataFrame or a 2-D array.")
+    try:
+        arr = np.asarray(data)
+    except Exception as exc:
+        raise InvalidInputError(f"{what} of type {type(data).__name__} cannot be read as a "
+                                f"table: {exc}") from exc
+    if arr.ndim == 1 and arr.size and arr.dtype != object:
+        raise InvalidInputError(
+            f"{what} is 1-D with shape {arr.shape}; pass a 2-D array of shape "
+            "(rows, features), for example x.reshape(1, -1) for one row."
+        )
+    if arr.ndim != 2:
+        if arr.size == 0:
+            raise InvalidInputError(f"{what} has no rows: pass at least one row to explain.")
+        raise InvalidInputError(
+            f"{what} has shape {arr.shape}; tabular explainers need 2-D data (rows, features)."
+        )
+    names = model.input_names
+    if names is None or len(names) != arr.shape[1]:
+        names = [f"x{i}" for i in range(arr.shape[1])]
+    return pd.DataFrame(arr, columns=names)
+
+
+def _split_targets(frame: pd.DataFrame, targets: Any) -> tuple[pd.DataFrame, np.ndarray | None]:
+    if targets is None:
+        return frame, None
+    if isinstance(targets, str):
+        if targets not in frame.columns:
+            raise InvalidInputError(
+                f"targets='{targets}' is not a column of data. Columns: {list(frame.columns)}. "
+                "Pass the target column's name, or an array with one value per row."
+            )
+        return frame.drop(columns=[targets]), frame[targets].to_numpy()
+    y = np.asarray(targets)
+    if y.ndim == 0 or len(y) != len(frame):
+        n = 1 if y.ndim == 0 else len(y)
+        raise InvalidInputError(
+            f"targets has {n} value(s) but data has {len(frame)} row(s): pass one target per row."
+        )
+    return frame, y
+
+
+def _match_columns(frame: pd.DataFrame, model: ModelAdapter, *, what: str,
+                   columns: list[str] | None = None) -> pd.DataFrame:
+    frame = frame.rename(columns=lambda c: c if isinstance(c, str) else str(c))
+    expected = columns if columns is not None else model.input_names
+    if expected is None:
+        return frame
+    missing = [c for c in expected if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in expected]
+    if missing or extra:
+        source = "the data" if columns is not None else "the model signature"
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {missing}")
+        if extra:
+            parts.append(f"unexpected column(s) {extra}")
+        raise InvalidInputError(
+            f"{what} does not match {source}: {'; '.join(parts)}. Expected {len(expected)} "
+            f"columns: {expected}. Drop extra columns (pass a target column as targets='name')."
+        )
+    return frame[expected]
+
+
+def _is_numeric(dtype: Any) -> bool:
+    return (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)) and not (
+        isinstance(dtype, pd.CategoricalDtype)
+    )
+
+
+def _make_encoder(frame: pd.DataFrame, model: ModelAdapter,
+                  extra: pd.DataFrame | None = None) -> Encoder:
+    dtypes = dict(frame.dtypes.items())
+    non_numeric = [c for c, d in dtypes.items() if not _is_numeric(d)]
+    datetimes = [c for c in non_numeric if pd.api.types.is_datetime64_any_dtype(dtypes[c])]
+    if datetimes:
+        raise InvalidInputError(
+            f"column(s) {datetimes} hold dates/times, which cannot be perturbed; convert them to "
+            "numbers (for example days since a reference date) before explaining."
+        )
+    if non_numeric:
+        refused = [c for c in non_numeric if not _model_accepts_strings(model, frame, c)]
+        if refused:
+            kinds = {c: str(dtypes[c]) for c in refused}
+            raise InvalidInputError(
+                f"column(s) {refused} are not numeric ({kinds}) and the model does not accept "
+                "them as they are. Encode them as numbers, or log the model with a signature that "
+                "declares them as strings (the model must then handle the encoding)."
+            )
+    both = frame if extra is None else pd.concat([frame, extra], ignore_index=True)
+    categories = {c: pd.Index(pd.unique(both[c].dropna())) for c in non_numeric}
+    return Encoder(columns=list(frame.columns), dtypes=dtypes, categories=categories,
+                   wants_frame=model.wants_frame, array_dtype=model.input_dtype)
+
+
+def _model_accepts_strings(model: ModelAdapter, frame: pd.DataFrame, column: str) -> bool:
+    if not model.wants_frame:
+        return False
+    if model.input_types is not None:
+        return model.input_types.get(column, "").lower() in _STRING_SCHEMA_TYPES
+    # No signature: believe the model if it predicts on the raw rows.
+    try:
+        model.predict(frame.head(2))
+    except Exception:
+        return False
+    return True
+
+
+def _check_finite(frame: pd.DataFrame, encoder: Encoder, *, what: str) -> None:
+    bad: dict[str, str] = {}
+    for col in frame.columns:
+        values = frame[col]
+        n_nan = int(values.isna().sum())
+        n_inf = 0
+        if col not in encoder.categories and not pd.api.types.is_bool_dtype(values.dtype):
+            n_inf = int(np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)).sum())
+        if n_nan or n_inf:
+            bad[col] = ", ".join(p for p in (f"{n_nan} NaN" if n_nan else "",
+                                             f"{n_inf} inf" if n_inf else "") if p)
+    if bad:
+        detail = "; ".join(f"'{c}': {v}" for c, v in bad.items())
+        raise InvalidInputError(
+            f"{what} has missing or infinite values in {len(bad)} column(s): {detail}. "
+            "Impute or drop those rows (for example data.dropna()) before explaining."
+        )

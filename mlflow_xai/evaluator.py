@@ -1,0 +1,124 @@
+"""The ``xai`` MLflow evaluator: ``mlflow.models.evaluate(..., evaluators=["xai"])``.
+
+Registered through the ``mlflow.model_evaluator`` entry point. It runs the same pipeline as
+:func:`mlflow_xai.explain`, logs the ``xai/`` artifacts to the evaluation run and returns the
+metrics, which MLflow links to the evaluated model's ``model_id``.
+
+When ``evaluators`` is not given, MLflow runs every installed evaluator that accepts the model
+type; ``xai`` then runs too for classifiers and regressors (as MLflow's own ``shap`` evaluator
+does), and never raises: a failure is a warning, the run tag ``mlflow_xai.status=failed`` and
+``xai/error.txt``. Pass ``{"strict": True}`` to make failures raise, or ``{"disable": True}``
+to turn ``xai`` off.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from typing import Any
+
+from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
+
+_logger = logging.getLogger(__name__)
+
+#: Keys understood by MLflow's built-in evaluators. When ``evaluator_config`` is one flat dict,
+#: MLflow hands the same dict to every evaluator, so these are ignored rather than refused.
+MLFLOW_BUILTIN_KEYS = frozenset({
+    "average", "col_mapping", "eval_results_mode", "eval_results_path",
+    "explainability_algorithm", "explainability_kernel_link", "explainability_nsamples",
+    "ignore_exceptions", "label_list", "log_explainer", "log_model_explainability",
+    "max_classes_for_multiclass_roc_pr", "metric_prefix", "pos_label", "sample_weights",
+})
+#: Keys of the evaluator that ``explain()`` does not have.
+EVALUATOR_ONLY_KEYS = frozenset({"disable"})
+SUPPORTED_MODEL_TYPES = ("classifier", "regressor")
+
+
+def parse_evaluator_config(config: dict[str, Any] | None, model_type: str | None):
+    """Evaluator config -> :class:`XaiConfig`; ``targets`` and ``model_type`` come from MLflow."""
+    from mlflow_xai.config import XaiConfig
+    from mlflow_xai.errors import ConfigError
+
+    options = {k: v for k, v in (config or {}).items()
+               if k not in MLFLOW_BUILTIN_KEYS and k not in EVALUATOR_ONLY_KEYS}
+    for key in ("targets", "model_type"):
+        if key in options:
+            raise ConfigError(f"'{key}' cannot be set in the xai evaluator config: "
+                              "mlflow.models.evaluate passes it.")
+    ours = set(XaiConfig.keys())
+    unknown = [k for k in options if k not in ours]
+    if unknown and not (set(options) & ours) and not any(
+            difflib.get_close_matches(k, ours, n=1) for k in unknown):
+        # A flat config meant for other evaluators (MLflow hands it to all of them): not ours.
+        _logger.info("mlflow-xai: ignoring evaluator_config keys %s meant for other evaluators",
+                     unknown)
+        options = {}
+    options.setdefault("strict", False)
+    return XaiConfig.from_mapping(
+        {**options, "model_type": model_type}, where="evaluator_config['xai']")
+
+
+class XaiEvaluator(ModelEvaluator):
+    name = "xai"
+
+    @classmethod
+    def can_evaluate(cls, *, model_type, evaluator_config, **kwargs) -> bool:
+        return model_type in SUPPORTED_MODEL_TYPES and not (evaluator_config or {}).get("disable")
+
+    def evaluate(self, *, model_type, dataset, run_id, evaluator_config, model=None,
+                 extra_metrics=None, custom_artifacts=None, predictions=None, **kwargs
+                 ) -> EvaluationResult:
+        from mlflow_xai.artifacts import log_explanations, log_failure, metrics_for
+        from mlflow_xai.pipeline import run
+
+        # Configuration mistakes are the caller's to fix: they always raise.
+        config = parse_evaluator_config(evaluator_config, model_type)
+        model_id = kwargs.get("model_id")
+        if model is None:
+            _logger.warning("mlflow-xai: no model was given (static predictions); nothing to "
+                            "explain.")
+            log_failure(run_id, "no model given: explanations need a model to query",
+                        status="skipped")
+            return EvaluationResult({}, {}, run_id)
+        features = dataset.features_data
+        if not hasattr(features, "columns") and dataset.feature_names is not None:
+            import pandas as pd
+
+            features = pd.DataFrame(features, columns=list(dataset.feature_names))
+        config.targets = dataset.labels_data
+        try:
+            expl = run(model, features, config)
+            if model_id and not expl.model_id:
+                expl.model_id = model_id
+            log_explanations(expl, run_id=run_id, model_id=model_id, log_metrics=model_id is None)
+        except Exception as exc:
+            if config.strict:
+                raise
+            _logger.warning("mlflow-xai: explaining the model failed (recorded in run %s as "
+                            "xai/error.txt): %s", run_id, exc)
+            log_failure(run_id, exc, model_id=model_id)
+            return EvaluationResult({}, {}, run_id)
+        return EvaluationResult(metrics_for(expl), _artifacts(expl, run_id), run_id)
+
+
+def _artifacts(expl: Any, run_id: str) -> dict[str, Any]:
+    from mlflow import MlflowClient
+    from mlflow.models.evaluation.artifacts import (
+        ImageEvaluationArtifact,
+        JsonEvaluationArtifact,
+        ParquetEvaluationArtifact,
+    )
+
+    root = MlflowClient().get_run(run_id).info.artifact_uri.rstrip("/") + "/xai"
+    out: dict[str, Any] = {
+        "xai_summary": JsonEvaluationArtifact(uri=f"{root}/summary.json"),
+        "xai_importance": JsonEvaluationArtifact(uri=f"{root}/importance.json"),
+    }
+    for method in expl.methods:
+        if method in expl.attributions:
+            out[f"xai_{method}_attributions"] = ParquetEvaluationArtifact(
+                uri=f"{root}/attributions/{method}.parquet")
+            out[f"xai_{method}_beeswarm"] = ImageEvaluationArtifact(
+                uri=f"{root}/plots/{method}_beeswarm.png")
+        out[f"xai_{method}_bar"] = ImageEvaluationArtifact(uri=f"{root}/plots/{method}_bar.png")
+    return out

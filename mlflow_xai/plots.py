@@ -1,0 +1,89 @@
+"""Bar and beeswarm plots of attributions, drawn without pyplot's global state (thread-safe)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+MAX_FEATURES_SHOWN = 20
+
+
+def _figure(height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _height(n_features: int) -> float:
+    return max(2.5, 0.5 + 0.32 * n_features)
+
+
+def bar_plot(importance: pd.Series, method: str, path: str, *, subtitle: str = "") -> None:
+    """Horizontal bars of global importance, most important on top."""
+    top = importance.sort_values(ascending=False).head(MAX_FEATURES_SHOWN)[::-1]
+    fig = _figure(_height(len(top)))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.barh(range(len(top)), top.to_numpy(), color="#1f77b4")
+    ax.set_yticks(range(len(top)), [str(n) for n in top.index])
+    ax.set_xlabel("mean |attribution|" if subtitle != "global" else "importance")
+    hidden = len(importance) - len(top)
+    title = f"{method}: global feature importance"
+    if hidden > 0:
+        title += f" (top {len(top)} of {len(importance)})"
+    ax.set_title(title)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def beeswarm_plot(values: pd.DataFrame, features: pd.DataFrame, method: str, path: str,
+                  *, seed: int = 0) -> None:
+    """One row per feature: each dot is one explained row's attribution, coloured by the
+    feature's value (low = blue, high = red), features ordered by mean |attribution|."""
+    from matplotlib import colormaps
+
+    order = values.abs().mean().sort_values(ascending=False).index[:MAX_FEATURES_SHOWN][::-1]
+    fig = _figure(_height(len(order)) + 0.6)
+    ax = fig.add_subplot(1, 1, 1)
+    rng = np.random.default_rng(seed)
+    cmap = colormaps["coolwarm"]
+    for y, name in enumerate(order):
+        attr = values[name].to_numpy(dtype=float)
+        colour = _normalised(features[name]) if name in features else np.full(len(attr), 0.5)
+        jitter = _swarm_offsets(attr, rng)
+        ax.scatter(attr, y + jitter, c=cmap(colour), s=9, alpha=0.8, linewidths=0)
+    ax.axvline(0.0, color="#888888", linewidth=0.8)
+    ax.set_yticks(range(len(order)), [str(n) for n in order])
+    ax.set_xlabel("attribution (impact on model output)")
+    ax.set_title(f"{method}: attributions per row")
+    ax.spines[["top", "right"]].set_visible(False)
+    from matplotlib.cm import ScalarMappable
+
+    bar = fig.colorbar(ScalarMappable(cmap=cmap), ax=ax, ticks=[0, 1], aspect=40, pad=0.02)
+    bar.ax.set_yticklabels(["low", "high"])
+    bar.set_label("feature value")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _normalised(column: pd.Series) -> np.ndarray:
+    if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        codes = pd.Categorical(column).codes.astype(float)
+        column = pd.Series(codes)
+    x = column.to_numpy(dtype=float)
+    lo, hi = np.nanpercentile(x, [5, 95]) if len(x) else (0.0, 1.0)
+    if hi <= lo:
+        return np.full(len(x), 0.5)
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _swarm_offsets(attr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Vertical spread proportional to local density, so dense regions look wide."""
+    if len(attr) < 2 or np.ptp(attr) == 0:
+        return rng.uniform(-0.3, 0.3, len(attr)) * (len(attr) > 1)
+    hist, edges = np.histogram(attr, bins=min(50, len(attr)))
+    density = hist[np.clip(np.digitize(attr, edges[1:-1]), 0, len(hist) - 1)] / hist.max()
+    return rng.uniform(-1.0, 1.0, len(attr)) * 0.38 * density
