@@ -190,7 +190,8 @@ def _from_estimator(est: Any) -> ModelAdapter:
         predict = lambda X: _as_float_output(est.predict_proba(X))  # noqa: E731
     else:
         predict = lambda X: _as_float_output(est.predict(X))  # noqa: E731
-    names = getattr(est, "feature_names_in_", None)
+    # LightGBM reports its own sanitized names (spaces -> underscores), not the input columns.
+    names = None if module == "lightgbm" else getattr(est, "feature_names_in_", None)
     return ModelAdapter(
         predict=predict,
         kind=module if module in ("xgboost", "lightgbm") else "sklearn",

@@ -165,7 +165,8 @@ def _choose_outputs(outputs: np.ndarray, adapter: ModelAdapter, output: Any
         groups = [(np.flatnonzero(winners == j), j) for j in range(k) if np.any(winners == j)]
         return groups, [labels[j] for j in winners], f"predicted class per row (of {k} outputs)"
     index = _output_index(output, labels, k)
-    return [(np.arange(n), index)], [labels[index]] * n, f"output {index} ({labels[index]!r})"
+    label = labels[index].item() if isinstance(labels[index], np.generic) else labels[index]
+    return [(np.arange(n), index)], [labels[index]] * n, f"output {index} (class {label!r})"
 
 
 def _output_index(output: Any, labels: list[Any], k: int) -> int:

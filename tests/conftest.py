@@ -1,0 +1,133 @@
+"""Shared fixtures. mlflow is imported inside fixtures so collection stays fast."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("MLFLOW_XAI_PROGRESS", "0")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Environment inference spawns a subprocess per log_model; tests pass requirements instead.
+SKLEARN_REQS = ["scikit-learn"]
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One sqlite store for the whole session (creating its tables takes seconds)."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+@pytest.fixture()
+def experiment(tracking_uri: str, tmp_path: pytest.TempPathFactory) -> str:
+    """A fresh experiment (artifacts under this test's tmp dir), set as current."""
+    import mlflow
+
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    exp_id = mlflow.create_experiment(name, artifact_location=(tmp_path / "artifacts").as_uri())
+    mlflow.set_experiment(experiment_id=exp_id)
+    yield exp_id
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture(autouse=True)
+def _no_autolog_leak():
+    """A test that turns autolog on must not leave MLflow patched for the next one."""
+    yield
+    import sys
+
+    if "mlflow_xai.autolog" in sys.modules:
+        from mlflow_xai import autolog as autolog_module
+
+        autolog_module.wait(timeout=120)
+        autolog_module.autolog(disable=True)
+
+
+@pytest.fixture(scope="session")
+def cancer() -> tuple[pd.DataFrame, pd.Series]:
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    return X, y
+
+
+@pytest.fixture(scope="session")
+def cancer_small(cancer) -> tuple[pd.DataFrame, pd.Series]:
+    """Eight features and 120 rows: enough signal, cheap to explain."""
+    X, y = cancer
+    cols = ["mean radius", "mean texture", "mean smoothness", "mean concave points",
+            "worst radius", "worst texture", "worst concave points", "worst symmetry"]
+    return X[cols].iloc[:120].copy(), y.iloc[:120].copy()
+
+
+@pytest.fixture(scope="session")
+def logreg(cancer_small):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = cancer_small
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, y)
+
+
+@pytest.fixture(scope="session")
+def forest(cancer_small):
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = cancer_small
+    return RandomForestClassifier(n_estimators=20, max_depth=4, random_state=0).fit(X, y)
+
+
+@pytest.fixture(scope="session")
+def diabetes() -> tuple[pd.DataFrame, pd.Series]:
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    return X.iloc[:150].copy(), y.iloc[:150].copy()
+
+
+@pytest.fixture(scope="session")
+def linreg(diabetes):
+    from sklearn.linear_model import LinearRegression
+
+    X, y = diabetes
+    return LinearRegression().fit(X, y)
+
+
+#: Cheap parameters for tests that exercise plumbing rather than accuracy.
+FAST = {"kernel_shap": {"n_samples": 64}, "permutation_shap": {"n_samples": 40},
+        "lime": {"n_samples": 200}, "permutation_importance": {"n_repeats": 2}}
+
+
+@pytest.fixture()
+def fast_explainers() -> dict:
+    return {k: dict(v) for k, v in FAST.items()}
+
+
+def train_torch_mlp(X: np.ndarray, y: np.ndarray, *, outputs: int = 2, epochs: int = 60,
+                    seed: int = 0):
+    """A small MLP trained in the test (no downloads)."""
+    import torch
+
+    torch.manual_seed(seed)
+    x = torch.tensor((X - X.mean(0)) / X.std(0), dtype=torch.float32)
+    target = torch.tensor(np.asarray(y), dtype=torch.long)
+    net = torch.nn.Sequential(torch.nn.Linear(X.shape[1], 16), torch.nn.ReLU(),
+                              torch.nn.Linear(16, outputs))
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x), target)
+        loss.backward()
+        opt.step()
+    return net
