@@ -92,15 +92,15 @@ def autolog(data: Any = None, *, targets: Any = None, asynchronous: bool = False
             disable: bool = False, **options: Any) -> None:
     """Explain every model logged with ``mlflow.<flavor>.log_model`` from now on.
 
-    See :func:`mlflow_xai.autolog.autolog` for the details.
+    See :func:`mlflow_xai.autologging.autolog` for the details.
     """
-    from mlflow_xai.autolog import autolog as _autolog
+    from mlflow_xai.autologging import autolog as _autolog
 
     _autolog(data, targets=targets, asynchronous=asynchronous, disable=disable, **options)
 
 
 def wait(timeout: float | None = None) -> None:
     """Block until every asynchronous explanation started by :func:`autolog` has finished."""
-    from mlflow_xai.autolog import wait as _wait
+    from mlflow_xai.autologging import wait as _wait
 
     _wait(timeout)

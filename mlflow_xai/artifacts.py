@@ -67,6 +67,11 @@ def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: 
     (root / "plots").mkdir(exist_ok=True)
     _write_json(root / "summary.json", expl.summary)
     _write_json(root / "importance.json", importance_json(expl))
+    failures = {m: e for m, e in expl.summary["methods"].items() if e["status"] == "failed"}
+    if failures:
+        (root / "error.txt").write_text("\n\n".join(
+            f"explainer '{m}' failed: {e['error']}\n{e.get('traceback', '')}"
+            for m, e in failures.items()))
     for method, frame in expl.attributions.items():
         table = frame.copy()
         table.columns = [str(c) for c in table.columns]

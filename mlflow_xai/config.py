@@ -86,3 +86,14 @@ def normalize_methods(spec: Any, *, valid: list[str], kind: str) -> dict[str, di
         raise ConfigError(f"no {kind}s given: name at least one, or leave the option unset "
                           "to use every one that applies.")
     return methods
+
+
+def check_methods(config: XaiConfig) -> None:
+    """Fail fast on unknown explainer names or parameters (before any model is loaded)."""
+    from mlflow_xai.plugins import get_registry
+
+    registry = get_registry()
+    methods = normalize_methods(config.explainers, valid=registry.names("explainer"),
+                                kind="explainer")
+    for name, params in (methods or {}).items():
+        registry.get(name).cls(**params).validate_params()

@@ -36,7 +36,7 @@ SUPPORTED_MODEL_TYPES = ("classifier", "regressor")
 
 def parse_evaluator_config(config: dict[str, Any] | None, model_type: str | None):
     """Evaluator config -> :class:`XaiConfig`; ``targets`` and ``model_type`` come from MLflow."""
-    from mlflow_xai.config import XaiConfig
+    from mlflow_xai.config import XaiConfig, check_methods
     from mlflow_xai.errors import ConfigError
 
     options = {k: v for k, v in (config or {}).items()
@@ -54,8 +54,10 @@ def parse_evaluator_config(config: dict[str, Any] | None, model_type: str | None
                      unknown)
         options = {}
     options.setdefault("strict", False)
-    return XaiConfig.from_mapping(
+    config = XaiConfig.from_mapping(
         {**options, "model_type": model_type}, where="evaluator_config['xai']")
+    check_methods(config)
+    return config
 
 
 class XaiEvaluator(ModelEvaluator):

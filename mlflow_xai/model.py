@@ -82,6 +82,8 @@ def resolve_model(model: Any, *, device: str = "cpu") -> ModelAdapter:
     if callable(model):
         return ModelAdapter(predict=_array_callable(model), kind="callable", raw=model,
                             wants_frame=False)
+    if callable(getattr(model, "predict", None)):  # e.g. MLflow's wrapper of a plain function
+        return ModelAdapter(predict=_pyfunc_predict(model), kind="pyfunc", raw=model)
     raise ConfigError(
         f"cannot explain a model of type {type(model).__name__}. Pass a model URI "
         "('models:/<id>', 'runs:/<run>/<path>'), a loaded MLflow model, a scikit-learn style "
@@ -237,8 +239,7 @@ def _from_torch(module: Any, device: str) -> ModelAdapter:
     def predict(X: Any, batch_size: int = 8192) -> np.ndarray:
         x = torch.as_tensor(np.asarray(X, dtype=np.float32))
         outputs = []
-        was_training = module.training
-        module.eval()
+        was_training = _set_training(module, False)
         try:
             with torch.inference_mode():
                 start = 0
@@ -256,11 +257,22 @@ def _from_torch(module: Any, device: str) -> ModelAdapter:
                     outputs.append(out.detach().float().cpu().numpy())
                     start += batch_size
         finally:
-            module.train(was_training)
+            _set_training(module, was_training)
         return _as_float_output(np.concatenate(outputs, axis=0))
 
     return ModelAdapter(predict=predict, kind="torch", raw=module, wants_frame=False,
                         torch_module=module, device=device, input_dtype=np.float32)
+
+
+def _set_training(module: Any, mode: bool) -> bool:
+    """Switch train/eval mode; return the previous mode. Exported (pt2) programs have a fixed
+    mode and refuse ``eval()``, which is fine: they were exported for inference."""
+    previous = bool(getattr(module, "training", False))
+    try:
+        module.train(mode)
+    except NotImplementedError:
+        pass
+    return previous
 
 
 def _as_float_output(pred: Any) -> np.ndarray:

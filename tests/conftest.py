@@ -46,8 +46,8 @@ def _no_autolog_leak():
     yield
     import sys
 
-    if "mlflow_xai.autolog" in sys.modules:
-        from mlflow_xai import autolog as autolog_module
+    if "mlflow_xai.autologging" in sys.modules:
+        from mlflow_xai import autologging as autolog_module
 
         autolog_module.wait(timeout=120)
         autolog_module.autolog(disable=True)

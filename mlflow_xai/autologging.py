@@ -1,5 +1,6 @@
-"""Explain on log: after :func:`autolog`, every ``mlflow.<flavor>.log_model`` is explained.
+"""Explain on log: after ``mlflow_xai.autolog()``, every ``log_model`` call is explained.
 
+(The module is not called ``autolog`` so that it never shadows the public function.)
 All MLflow flavors save through ``mlflow.models.Model.log``; wrapping that one classmethod covers
 sklearn, pytorch, xgboost, lightgbm, pyfunc and the rest. The model is explained as logged (it is
 loaded back from its URI), artifacts go to the model's run and metrics link to its ``model_id``.
@@ -60,13 +61,11 @@ def autolog(data: Any = None, *, targets: Any = None, asynchronous: bool = False
     if disable:
         _restore()
         return
-    from mlflow_xai.config import XaiConfig, normalize_methods
-    from mlflow_xai.plugins import get_registry
+    from mlflow_xai.config import XaiConfig, check_methods
 
     options = {"strict": False, **options}
-    XaiConfig.from_mapping({**options, "targets": targets}, where="autolog")  # fail fast on typos
-    normalize_methods(options.get("explainers"), valid=get_registry().names("explainer"),
-                      kind="explainer")
+    # Fail fast on typos, before any model is logged.
+    check_methods(XaiConfig.from_mapping({**options, "targets": targets}, where="autolog"))
     with _state.lock:
         _state.data, _state.targets = data, targets
         _state.asynchronous, _state.options = asynchronous, options
