@@ -28,7 +28,8 @@ def plugin_site(tmp_path_factory) -> Path:
 
 
 def _python(code: str, site: Path, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    environ = {**inherited, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
                "MLFLOW_XAI_PROGRESS": "0", **env}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path,
                           env=environ, capture_output=True, text=True, timeout=300)
