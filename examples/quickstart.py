@@ -8,6 +8,7 @@ breast_cancer data, so it needs no server and no download.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import mlflow
@@ -27,6 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(args.tracking_uri)
     mlflow.set_experiment("mlflow-xai-quickstart")
 

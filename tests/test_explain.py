@@ -232,3 +232,52 @@ def test_progress_bar_is_shown_when_asked(logreg, cancer_small, capsys):
     mlflow_xai.explain(logreg, X, explainers={"kernel_shap": {"n_samples": 32}}, max_rows=5,
                        progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_string_columns_declared_in_the_signature_are_encoded(experiment):
+    import mlflow
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"plan": rng.choice(["basic", "pro", "team"], 300),
+                      "seats": rng.integers(1, 50, 300).astype(float)})
+    y = ((X["plan"] == "team") | (X["seats"] > 40)).astype(int)
+    model = make_pipeline(
+        make_column_transformer((OneHotEncoder(), ["plan"]), remainder="passthrough"),
+        LogisticRegression(max_iter=1000)).fit(X, y)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", input_example=X.head(3),
+                                        pip_requirements=["scikit-learn"])
+    assert info.signature.inputs.input_types()[0].name == "string"
+    expl = mlflow_xai.explain(info.model_uri, X, explainers=["kernel_shap"], max_rows=30)
+    assert expl.summary["data"]["encoded_columns"] == ["plan"]
+    total = expl.attributions["kernel_shap"].sum(axis=1) + expl.base_values["kernel_shap"]
+    np.testing.assert_allclose(total, model.predict_proba(X.loc[total.index])[:, 1], atol=1e-8)
+
+
+def test_torch_out_of_memory_halves_the_batch_and_retries():
+    import torch
+
+    from mlflow_xai.model import resolve_model
+
+    class Picky(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def forward(self, x):
+            self.batches.append(len(x))
+            if len(x) > 1000:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+            return x.sum(dim=1, keepdim=True)
+
+    module = Picky()
+    adapter = resolve_model(module)
+    X = np.arange(5000 * 3, dtype=float).reshape(5000, 3)
+    np.testing.assert_allclose(adapter.predict(X), X.sum(axis=1), rtol=1e-6)
+    # Default batch 8192 (all 5000 rows), then halved until it fits, then kept.
+    assert module.batches[:5] == [5000, 4096, 2048, 1024, 512]
+    assert set(module.batches[4:]) == {512, 5000 % 512}
