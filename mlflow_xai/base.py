@@ -50,6 +50,24 @@ class ExplainTask:
     data_type: str = "tabular"
     chunk_rows: int = 64
     on_rows_done: Callable[[int], None] = lambda n: None
+    #: Tensor (m, n_features) on ``device`` -> tensor (m,) of the explained output, no grad.
+    predict_tensor: Callable[[Any], Any] | None = None
+    #: Like ``predict_tensor`` but differentiable (torch models only; None otherwise).
+    forward_grad: Callable[[Any], Any] | None = None
+    #: Rows per model call allowed by the device memory budget.
+    max_batch_rows: int = 65536
+
+    def tensor_predict(self) -> Callable[[Any], Any]:
+        """``predict_tensor``, or ``predict`` wrapped to take and return tensors."""
+        if self.predict_tensor is not None:
+            return self.predict_tensor
+        import torch
+
+        def predict(x: Any) -> Any:
+            out = self.predict(x.detach().cpu().numpy())
+            return torch.as_tensor(np.asarray(out, dtype=np.float64), device=x.device)
+
+        return predict
 
     @property
     def n_features(self) -> int:
@@ -139,7 +157,7 @@ class Explainer(Method):
             return f"{self.name} explains {'/'.join(self.data_types)} data, not {task.data_type}"
         if "tree" in self.requires and (task.model is None or task.model.tree_kind is None):
             return f"{self.name} needs a tree model (scikit-learn trees, XGBoost or LightGBM)"
-        if "gradients" in self.requires and (task.model is None or task.model.torch_module is None):
+        if "gradients" in self.requires and task.forward_grad is None:
             return f"{self.name} needs gradients: a torch nn.Module"
         if "targets" in self.requires and task.targets is None:
             return f"{self.name} needs targets"

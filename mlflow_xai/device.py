@@ -46,3 +46,87 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+#: Default memory budget for one model call's inputs on the CPU.
+CPU_BUDGET_BYTES = 256 * 2**20
+#: Fraction of free device memory one model call's inputs may take on CUDA.
+CUDA_BUDGET_FRACTION = 0.25
+MIN_BATCH_ROWS = 64
+MAX_BATCH_ROWS = 2**20
+
+
+def batch_rows(n_features: int, device: str, *, budget_bytes: int | None = None,
+               bytes_per_value: int = 8, overhead: float = 4.0) -> int:
+    """Rows per model call so that inputs and intermediates stay within a memory budget.
+
+    ``overhead`` accounts for the model's own activations (a few times the input size).
+    """
+    if budget_bytes is None:
+        budget_bytes = CPU_BUDGET_BYTES
+        if device.startswith("cuda"):
+            import torch
+
+            free, _ = torch.cuda.mem_get_info(torch.device(device))
+            budget_bytes = int(free * CUDA_BUDGET_FRACTION)
+    rows = int(budget_bytes / (max(1, n_features) * bytes_per_value * overhead))
+    return max(MIN_BATCH_ROWS, min(MAX_BATCH_ROWS, rows))
+
+
+class PeakMemory:
+    """Peak memory while a block runs: CUDA allocator peak on a GPU, else process RSS.
+
+    On the CPU a sampler thread reads /proc/self/statm every 20 ms (Linux); elsewhere the
+    figure is None rather than a guess.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.peak_bytes: int | None = None
+        self._stop = None
+        self._thread = None
+
+    def __enter__(self) -> PeakMemory:
+        import threading
+
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(torch.device(self.device))
+            return self
+        if not _rss_bytes():
+            return self
+        self.peak_bytes = _rss_bytes()
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(0.02):
+                self.peak_bytes = max(self.peak_bytes or 0, _rss_bytes() or 0)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            self.peak_bytes = int(torch.cuda.max_memory_allocated(torch.device(self.device)))
+        elif self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = max(self.peak_bytes or 0, _rss_bytes() or 0)
+
+    @property
+    def peak_mb(self) -> float | None:
+        return None if self.peak_bytes is None else round(self.peak_bytes / 2**20, 1)
+
+
+def _rss_bytes() -> int | None:
+    try:
+        import os
+
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -239,7 +239,7 @@ def _from_torch(module: Any, device: str) -> ModelAdapter:
     def predict(X: Any, batch_size: int = 8192) -> np.ndarray:
         x = torch.as_tensor(np.asarray(X, dtype=np.float32))
         outputs = []
-        was_training = _set_training(module, False)
+        was_training = set_training(module, False)
         try:
             with torch.inference_mode():
                 start = 0
@@ -257,14 +257,14 @@ def _from_torch(module: Any, device: str) -> ModelAdapter:
                     outputs.append(out.detach().float().cpu().numpy())
                     start += batch_size
         finally:
-            _set_training(module, was_training)
+            set_training(module, was_training)
         return _as_float_output(np.concatenate(outputs, axis=0))
 
     return ModelAdapter(predict=predict, kind="torch", raw=module, wants_frame=False,
                         torch_module=module, device=device, input_dtype=np.float32)
 
 
-def _set_training(module: Any, mode: bool) -> bool:
+def set_training(module: Any, mode: bool) -> bool:
     """Switch train/eval mode; return the previous mode. Exported (pt2) programs have a fixed
     mode and refuse ``eval()``, which is fine: they were exported for inference."""
     previous = bool(getattr(module, "training", False))

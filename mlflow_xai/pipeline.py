@@ -14,10 +14,10 @@ import numpy as np
 from mlflow_xai.base import Attribution, ExplainTask
 from mlflow_xai.config import XaiConfig, normalize_methods
 from mlflow_xai.data import PreparedData, prepare_data
-from mlflow_xai.device import resolve_device
+from mlflow_xai.device import PeakMemory, batch_rows, resolve_device
 from mlflow_xai.errors import ModelPredictError, XaiError
 from mlflow_xai.explanations import Explanations
-from mlflow_xai.model import ModelAdapter, resolve_model
+from mlflow_xai.model import ModelAdapter, resolve_model, set_training
 from mlflow_xai.plugins import get_registry
 from mlflow_xai.progress import progress_bar
 
@@ -43,6 +43,36 @@ class CountingPredict:
             self.rows += len(chunk)
             parts.append(self.model.predict(self.encoder.decode(chunk)))
         return np.concatenate(parts, axis=0)
+
+    def tensor(self, output_index: int | None, *, grad: bool = False) -> Callable | None:
+        """Tensor in, tensor out on the device. Torch modules run natively (``grad=True`` keeps
+        the graph); other models go through ``predict`` on the CPU."""
+        import torch
+
+        module = self.model.torch_module
+        if module is None:
+            if grad:
+                return None
+            scalar = self.scalar(output_index)
+
+            def via_numpy(x: torch.Tensor) -> torch.Tensor:
+                out = scalar(x.detach().cpu().numpy())
+                return torch.as_tensor(out, dtype=torch.float64, device=x.device)
+
+            return via_numpy
+
+        def native(x: torch.Tensor) -> torch.Tensor:
+            self.rows += len(x)
+            set_training(module, False)
+            with torch.enable_grad() if grad else torch.inference_mode():
+                out = module(x.to(torch.float32))
+            if out.ndim == 2 and out.shape[1] == 1:
+                out = out[:, 0]
+            elif out.ndim == 2:
+                out = out[:, 0 if output_index is None else output_index]
+            return out if grad else out.to(torch.float64)
+
+        return native
 
     def scalar(self, output_index: int | None) -> Callable[[np.ndarray], np.ndarray]:
         def predict(X: np.ndarray) -> np.ndarray:
@@ -85,9 +115,11 @@ def run(model: Any, data: Any, config: XaiConfig) -> Explanations:
                                      "version": info.version, "params": explainer.get_params()}
             counter.rows = 0
             t0 = time.perf_counter()
+            memory = PeakMemory(device)
             try:
-                attribution, reason = _run_method(explainer, prepared, adapter, counter, groups,
-                                                  config, device, bar)
+                with memory:
+                    attribution, reason = _run_method(explainer, prepared, adapter, counter,
+                                                      groups, config, device, bar)
             except Exception as exc:
                 if config.strict:
                     if isinstance(exc, XaiError):
@@ -110,6 +142,9 @@ def run(model: Any, data: Any, config: XaiConfig) -> Explanations:
                                  **attribution.info)
             entry["seconds"] = round(time.perf_counter() - t0, 4)
             entry["model_evals"] = int(counter.rows)
+            entry["device"] = device
+            entry["batch_rows"] = batch_rows(prepared.X.shape[1], device)
+            entry["peak_memory_mb"] = memory.peak_mb
             method_summary[name] = entry
     finally:
         bar.close()
@@ -193,6 +228,9 @@ def _run_method(explainer: Any, prepared: PreparedData, adapter: ModelAdapter,
             output_index=output_index,
             output_label=labels[output_index] if labels and output_index is not None else None,
             to_model_input=prepared.encoder.decode,
+            predict_tensor=counter.tensor(output_index),
+            forward_grad=counter.tensor(output_index, grad=True),
+            max_batch_rows=batch_rows(prepared.X.shape[1], device),
             targets=prepared.targets[rows] if prepared.targets is not None else None,
             seed=config.seed,
             device=device,

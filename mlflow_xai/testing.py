@@ -102,10 +102,34 @@ def make_task(explainer: Explainer, *, problem: str = "linear", seed: int = 0,
         forest.fit(X_fit, f(X_fit))
         adapter = resolve_model(forest)
         f = adapter.predict
+    forward_grad = None
+    if "gradients" in explainer.requires:
+        adapter, forward_grad = _torch_problem(problem)
+        f = adapter.predict
     targets = f(X) + np.random.default_rng(2).normal(scale=0.1, size=len(X))
     task = ExplainTask(predict=f, X=X, background=background, feature_names=names,
-                       model=adapter, targets=targets, seed=seed, chunk_rows=chunk_rows)
+                       model=adapter, targets=targets, seed=seed, chunk_rows=chunk_rows,
+                       forward_grad=forward_grad)
     return task, f
+
+
+def _torch_problem(problem: str) -> tuple[Any, Callable]:
+    """The problem as a torch module built from layers, and its differentiable forward."""
+    import torch
+
+    if problem == "linear":
+        module = torch.nn.Linear(N_FEATURES, 1)
+        with torch.no_grad():
+            module.weight.copy_(torch.as_tensor(LINEAR_WEIGHTS, dtype=torch.float32)[None])
+            module.bias.fill_(1.0)
+    else:
+        raise ValueError(f"no torch module for the {problem} problem")
+    adapter = resolve_model(module)
+
+    def forward(x: Any) -> Any:
+        return module(x.to(torch.float32))[:, 0]
+
+    return adapter, forward
 
 
 def _run(method: str | type[Explainer], *, problem: str = "linear", seed: int = 0,

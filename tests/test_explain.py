@@ -36,9 +36,13 @@ def test_default_runs_every_method_that_applies_and_says_why_not(logreg, cancer_
     X, _ = cancer_small
     expl = mlflow_xai.explain(logreg, X, max_rows=5, background_rows=10)
     statuses = {m: e["status"] for m, e in expl.summary["methods"].items()}
+    gradient = {"saliency", "input_x_gradient", "integrated_gradients", "smoothgrad",
+                "smoothgrad_sq", "vargrad", "gradient_shap", "deeplift"}
     assert statuses == {"kernel_shap": "ok", "lime": "ok", "permutation_importance": "ok",
-                        "permutation_shap": "ok", "tree_shap": "skipped"}
+                        "permutation_shap": "ok", "exact_shap": "ok", "tree_shap": "skipped",
+                        **{name: "skipped" for name in gradient}}
     assert "tree model" in expl.summary["methods"]["tree_shap"]["reason"]
+    assert "gradients" in expl.summary["methods"]["saliency"]["reason"]
 
 
 def test_importance_is_mean_absolute_attribution(logreg, cancer_small):

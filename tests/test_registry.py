@@ -65,7 +65,7 @@ def fake_entry_points(monkeypatch):
 
 def test_builtin_packs_load_through_the_entry_point_group():
     registry = plugins.get_registry(reload=True)
-    assert {"shap", "lime", "importance"} <= set(dict(registry.pm.list_name_plugin()))
+    assert {"shap", "torch", "importance"} <= set(dict(registry.pm.list_name_plugin()))
     info = registry.get("tree_shap")
     assert (info.kind, info.plugin, info.package) == ("explainer", "shap", "mlflow-xai")
     assert info.requires == ("tree",)

@@ -84,7 +84,7 @@ def test_disabling_the_plugin_by_name(plugin_site, tmp_path):
     out = _python("""
         import mlflow_xai
         print(sorted(m["name"] for m in mlflow_xai.list_methods()))
-    """, plugin_site, tmp_path, MLFLOW_XAI_DISABLE_PLUGINS="occlusion,lime")
+    """, plugin_site, tmp_path, MLFLOW_XAI_DISABLE_PLUGINS="occlusion,shap")
     assert out.returncode == 0, out.stderr
     names = eval(out.stdout)
-    assert "occlusion" not in names and "lime" not in names and "kernel_shap" in names
+    assert "occlusion" not in names and "tree_shap" not in names and "kernel_shap" in names

@@ -1,4 +1,5 @@
-"""Shapley-value explainers: kernel_shap, permutation_shap (shap library) and tree_shap."""
+"""Tree SHAP: exact Shapley values from tree internals (the model-agnostic Shapley methods
+live in the batched torch pack, mlflow_xai_torch)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from mlflow_xai import hookimpl
 
 @hookimpl
 def xai_register_explainers() -> list[type]:
-    from mlflow_xai_shap.kernel import KernelShap
-    from mlflow_xai_shap.permutation import PermutationShap
     from mlflow_xai_shap.tree import TreeShap
 
-    return [KernelShap, PermutationShap, TreeShap]
+    return [TreeShap]
