@@ -52,6 +52,8 @@ def metrics_for(expl: Explanations) -> dict[str, float]:
         metrics[f"{prefix}/model_evals"] = float(entry["model_evals"])
         if "efficiency_max_abs_gap" in entry:
             metrics[f"{prefix}/efficiency_gap"] = float(entry["efficiency_max_abs_gap"])
+        if method not in expl.importance.columns:
+            continue
         top = expl.importance[method].sort_values(ascending=False).head(MAX_IMPORTANCE_METRICS)
         for feature, value in top.items():
             if math.isfinite(value):
@@ -81,6 +83,16 @@ def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: 
             table[OUTPUT_COLUMN] = expl.outputs.astype(str)
         table.index = table.index.map(str) if table.index.dtype == object else table.index
         table.to_parquet(root / "attributions" / f"{method}.parquet")
+    for method, maps in expl.heatmaps.items():
+        np.save(root / "attributions" / f"{method}.npy", maps.astype(np.float32))
+    if plots and expl.heatmaps:
+        from mlflow_xai.plots import overlay_plot
+
+        images = expl.encoded.reshape((len(expl.encoded), *expl.summary["data"]["image_shape"]))
+        labels = expl.outputs.tolist() if expl.outputs is not None else None
+        for method, maps in expl.heatmaps.items():
+            overlay_plot(images, maps, method, str(root / "plots" / f"{method}_overlay.png"),
+                         labels=labels)
     if plots:
         from mlflow_xai.plots import bar_plot, beeswarm_plot
 

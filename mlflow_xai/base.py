@@ -48,6 +48,8 @@ class ExplainTask:
     seed: int = 0
     device: str = "cpu"
     data_type: str = "tabular"
+    #: (C, H, W) for image data; ``X`` and ``background`` hold images flattened to C*H*W.
+    image_shape: tuple[int, int, int] | None = None
     chunk_rows: int = 64
     on_rows_done: Callable[[int], None] = lambda n: None
     #: Tensor (m, n_features) on ``device`` -> tensor (m,) of the explained output, no grad.

@@ -26,7 +26,8 @@ class Explanations:
             own global importance for global-only methods).
         outputs: the class label each row was explained for (``None`` for single-output models).
         summary: the dict written as ``xai/summary.json``.
-        data: the explained rows, as given.
+        data: the explained rows, as given (for images: an empty frame carrying the index).
+        heatmaps: image data only: method -> array (rows, H, W), channels summed.
     """
 
     attributions: dict[str, pd.DataFrame]
@@ -38,6 +39,7 @@ class Explanations:
     model_uri: str | None = None
     model_id: str | None = None
     encoded: np.ndarray | None = field(default=None, repr=False)
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def build(cls, *, prepared: PreparedData, results: dict[str, Attribution],
@@ -46,6 +48,18 @@ class Explanations:
         index = prepared.frame.index
         names = prepared.feature_names
         attributions, base_values, importance = {}, {}, {}
+        if prepared.facts.get("data_type") == "image":
+            from mlflow_xai.images import heatmaps
+
+            shape = prepared.encoder.shape
+            maps = {name: heatmaps(a.values, shape) for name, a in results.items()
+                    if a.values is not None}
+            outputs = pd.Series(output_labels, index=index, name="output") if output_labels \
+                else None
+            return cls(attributions={}, base_values={}, importance=pd.DataFrame(),
+                       summary=summary, data=prepared.frame, outputs=outputs,
+                       model_uri=model.uri, model_id=model.model_id, encoded=prepared.X,
+                       heatmaps=maps)
         for name, attribution in results.items():
             if attribution.values is not None:
                 attributions[name] = pd.DataFrame(attribution.values, index=index, columns=names)
@@ -62,7 +76,8 @@ class Explanations:
 
     @property
     def methods(self) -> list[str]:
-        return list(self.importance.columns)
+        return list(self.importance.columns) + [m for m in self.heatmaps
+                                                if m not in self.importance.columns]
 
     def top_features(self, method: str, k: int = 5) -> list[str]:
         """The ``k`` features with the largest global importance for ``method``."""

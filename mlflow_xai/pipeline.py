@@ -17,6 +17,7 @@ from mlflow_xai.data import PreparedData, prepare_data
 from mlflow_xai.device import PeakMemory, batch_rows, resolve_device
 from mlflow_xai.errors import ModelPredictError, XaiError
 from mlflow_xai.explanations import Explanations
+from mlflow_xai.images import is_image_data, prepare_images
 from mlflow_xai.model import ModelAdapter, resolve_model, set_training
 from mlflow_xai.plugins import get_registry
 from mlflow_xai.progress import progress_bar
@@ -64,6 +65,9 @@ class CountingPredict:
         def native(x: torch.Tensor) -> torch.Tensor:
             self.rows += len(x)
             set_training(module, False)
+            shape = getattr(self.encoder, "shape", None)
+            if shape is not None:  # images travel flattened between explainers
+                x = x.reshape((-1, *shape))
             with torch.enable_grad() if grad else torch.inference_mode():
                 out = module(x.to(torch.float32))
             if out.ndim == 2 and out.shape[1] == 1:
@@ -93,9 +97,15 @@ def run(model: Any, data: Any, config: XaiConfig) -> Explanations:
     adapter = resolve_model(model, device=device)
     if config.model_type == "regressor":
         adapter.is_classifier = False
-    prepared = prepare_data(data, adapter, targets=config.targets, background=config.background,
-                            background_rows=config.background_rows, max_rows=config.max_rows,
-                            seed=config.seed)
+    if is_image_data(data):
+        prepared = prepare_images(data, targets=config.targets, background=config.background,
+                                  background_rows=config.background_rows,
+                                  max_rows=config.max_rows, seed=config.seed)
+    else:
+        prepared = prepare_data(data, adapter, targets=config.targets,
+                                background=config.background,
+                                background_rows=config.background_rows,
+                                max_rows=config.max_rows, seed=config.seed)
     counter = CountingPredict(adapter, prepared)
     outputs_all = _probe(counter, prepared)
     groups, output_labels, output_desc = _choose_outputs(outputs_all, adapter, config.output)
@@ -234,6 +244,8 @@ def _run_method(explainer: Any, prepared: PreparedData, adapter: ModelAdapter,
             targets=prepared.targets[rows] if prepared.targets is not None else None,
             seed=config.seed,
             device=device,
+            data_type=prepared.facts.get("data_type", "tabular"),
+            image_shape=getattr(prepared.encoder, "shape", None),
             on_rows_done=bar.update,
         )
         reason = explainer.supports(task)

@@ -87,3 +87,29 @@ def _swarm_offsets(attr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     hist, edges = np.histogram(attr, bins=min(50, len(attr)))
     density = hist[np.clip(np.digitize(attr, edges[1:-1]), 0, len(hist) - 1)] / hist.max()
     return rng.uniform(-1.0, 1.0, len(attr)) * 0.38 * density
+
+
+MAX_IMAGES_SHOWN = 8
+
+
+def overlay_plot(images: np.ndarray, maps: np.ndarray, method: str, path: str, *,
+                 labels: list | None = None) -> None:
+    """The first few images (grey) with the attribution heat map on top (red = raises the
+    explained output, blue = lowers it), one column per image."""
+    k = min(MAX_IMAGES_SHOWN, len(images))
+    fig = _figure(2.6)
+    fig.set_size_inches(1.9 * k + 0.6, 2.6)
+    for i in range(k):
+        ax = fig.add_subplot(1, k, i + 1)
+        grey = images[i].mean(axis=0)
+        ax.imshow(grey, cmap="gray", interpolation="nearest")
+        limit = float(np.abs(maps[i]).max()) or 1.0
+        ax.imshow(maps[i], cmap="bwr", alpha=0.55, vmin=-limit, vmax=limit,
+                  interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if labels is not None:
+            ax.set_title(f"explained: {labels[i]}", fontsize=9)
+    fig.suptitle(f"{method}: attribution heat maps", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)

@@ -89,6 +89,8 @@ def make_task(explainer: Explainer, *, problem: str = "linear", seed: int = 0,
     ``problem`` is 'linear' or 'interaction' for black-box methods; methods that need tree
     internals get a random forest fitted to the same function instead.
     """
+    if "tabular" not in explainer.data_types and "image" in explainer.data_types:
+        return _image_task(seed=seed, chunk_rows=chunk_rows)
     X, background = _data()
     names = [f"x{i}" for i in range(N_FEATURES)]
     f = linear_model if problem == "linear" else interaction_model
@@ -111,6 +113,27 @@ def make_task(explainer: Explainer, *, problem: str = "linear", seed: int = 0,
                        model=adapter, targets=targets, seed=seed, chunk_rows=chunk_rows,
                        forward_grad=forward_grad)
     return task, f
+
+
+IMAGE_SHAPE = (1, 8, 8)
+
+
+def quadrant_model(X: np.ndarray) -> np.ndarray:
+    """Reads only the top-left 4x4 quadrant of flattened (1, 8, 8) images."""
+    images = np.asarray(X).reshape((-1, *IMAGE_SHAPE))
+    return images[:, 0, :4, :4].mean(axis=(1, 2)) ** 2
+
+
+def _image_task(seed: int = 0, chunk_rows: int = 64
+                ) -> tuple[ExplainTask, Callable[[np.ndarray], np.ndarray]]:
+    rng = np.random.default_rng(5)
+    size = int(np.prod(IMAGE_SHAPE))
+    X = rng.uniform(0.2, 1.0, size=(4, size))
+    background = rng.uniform(0.2, 1.0, size=(6, size))
+    task = ExplainTask(predict=quadrant_model, X=X, background=background,
+                       feature_names=[f"p{i}" for i in range(size)], seed=seed,
+                       chunk_rows=chunk_rows, data_type="image", image_shape=IMAGE_SHAPE)
+    return task, quadrant_model
 
 
 def _torch_problem(problem: str) -> tuple[Any, Callable]:
@@ -150,6 +173,9 @@ def _run(method: str | type[Explainer], *, problem: str = "linear", seed: int = 
 def check_shapes_and_finite(method: str | type[Explainer]) -> None:
     result, task, _ = _run(method)
     n, d = task.X.shape
+    if task.image_shape is not None and result.values is not None \
+            and result.values.shape[1] == np.prod(task.image_shape[1:]):
+        d = result.values.shape[1]  # one value per pixel, channels merged
     importance = result.global_importance()
     assert importance.shape == (d,), f"importance shape {importance.shape} != {(d,)}"
     assert np.all(np.isfinite(importance)), "importance has non-finite values"
@@ -219,6 +245,20 @@ def check_chunking_invariant(method: str | type[Explainer]) -> None:
     np.testing.assert_allclose(a.global_importance(), b.global_importance(), atol=1e-10)
 
 
+def check_quadrant_focus(method: str | type[Explainer]) -> None:
+    """Image methods: for a model that reads only the top-left quadrant, every image's map is
+    higher inside that quadrant than outside (RISE's 'checkable' property, METHODS.md)."""
+    result, task, _ = _run(method)
+    C, H, W = task.image_shape
+    maps = result.values.reshape(len(task.X), -1, H, W).sum(axis=1)
+    inside = maps[:, :H // 2, :W // 2].mean(axis=(1, 2))
+    outside = (maps.sum(axis=(1, 2)) - inside * (H // 2) * (W // 2)) / (H * W - (H // 2) * (W // 2))
+    spread = maps.std(axis=(1, 2)) + 1e-12
+    assert np.all((inside - outside) / spread > 0.5), (
+        f"attribution is not concentrated in the quadrant the model reads: inside {inside}, "
+        f"outside {outside}")
+
+
 COMMON_CHECKS = [check_shapes_and_finite, check_reproducible, check_dummy_feature,
                  check_chunking_invariant]
 SHAPLEY_CHECKS = [check_efficiency, check_linear_closed_form, check_exact_enumeration]
@@ -226,6 +266,8 @@ SHAPLEY_CHECKS = [check_efficiency, check_linear_closed_form, check_exact_enumer
 
 def checks_for(method: str | type[Explainer]) -> list[Callable[[Any], None]]:
     cls = get_registry().get(method).cls if isinstance(method, str) else method
+    if "tabular" not in cls.data_types:
+        return [check_shapes_and_finite, check_reproducible, check_quadrant_focus]
     checks = list(COMMON_CHECKS)
     if cls.shapley and cls.local:
         checks += SHAPLEY_CHECKS

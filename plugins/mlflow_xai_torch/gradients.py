@@ -46,6 +46,7 @@ def _f(task: ExplainTask, x) -> np.ndarray:
 
 class _GradientExplainer(Explainer):
     requires: ClassVar[tuple[str, ...]] = ("gradients",)
+    data_types: ClassVar[tuple[str, ...]] = ("tabular", "image")
     stochastic: ClassVar[bool] = False
 
 
@@ -214,14 +215,16 @@ class DeepLift(_GradientExplainer):
         from captum.attr import DeepLift as CaptumDeepLift
 
         module = task.model.torch_module
-        x = as_tensor(X, task.device).to(torch.float32)
-        base = _baseline(task, params["baseline"]).to(torch.float32)[None].expand_as(x)
+        shape = (-1, *task.image_shape) if task.image_shape else (-1, task.n_features)
+        x = as_tensor(X, task.device).to(torch.float32).reshape(shape)
+        base = _baseline(task, params["baseline"]).to(torch.float32).reshape(shape).expand_as(x)
         with torch.no_grad():
             out = module(x[:1])
         target = None if out.ndim == 1 else (task.output_index or 0)
         attr = CaptumDeepLift(module).attribute(x, baselines=base, target=target)
-        f_base = float(_f(task, base[:1].to(torch.float64))[0])
-        return Attribution(values=attr.detach().to(torch.float64).cpu().numpy(),
+        f_base = float(_f(task, base[:1].reshape(1, -1).to(torch.float64))[0])
+        return Attribution(values=attr.detach().to(torch.float64).reshape(len(X), -1)
+                           .cpu().numpy(),
                            base_values=np.full(len(x), f_base),
                            info={"baseline": params["baseline"], "implementation": "captum"})
 
