@@ -40,7 +40,9 @@ def test_default_runs_every_method_that_applies_and_says_why_not(logreg, cancer_
                 "smoothgrad_sq", "vargrad", "gradient_shap", "deeplift"}
     assert statuses == {"kernel_shap": "ok", "lime": "ok", "permutation_importance": "ok",
                         "permutation_shap": "ok", "exact_shap": "ok", "tree_shap": "skipped",
+                        "rise": "skipped", "sobol": "skipped",
                         **{name: "skipped" for name in gradient}}
+    assert "image data, not tabular" in expl.summary["methods"]["rise"]["reason"]
     assert "tree model" in expl.summary["methods"]["tree_shap"]["reason"]
     assert "gradients" in expl.summary["methods"]["saliency"]["reason"]
 

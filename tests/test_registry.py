@@ -130,7 +130,10 @@ def test_list_methods_describes_needs_and_data():
     assert rows["kernel_shap"]["requires"] == ["black-box predict"]
     assert rows["tree_shap"]["requires"] == [
         "tree internals (scikit-learn trees, XGBoost, LightGBM)"]
-    assert all(r["data"] == ["tabular"] for r in rows.values())
+    assert rows["kernel_shap"]["data"] == ["tabular"]
+    assert rows["rise"]["data"] == ["image"]
+    assert rows["integrated_gradients"]["data"] == ["tabular", "image"]
+    assert rows["integrated_gradients"]["requires"] == ["gradients (torch nn.Module)"]
     assert {r["kind"] for r in rows.values()} == {"explainer"}
     with pytest.raises(mlflow_xai.errors.ConfigError, match="Valid kinds"):
         mlflow_xai.list_methods("explainers")
