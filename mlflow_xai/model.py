@@ -141,8 +141,10 @@ def _from_pyfunc(pyfunc: Any, device: str, uri: str | None) -> ModelAdapter:
     adapter.flavors = flavors
     if names is not None:
         adapter.input_names, adapter.input_types = names, types
-    if dtype is not None and adapter.kind in ("torch", "pyfunc") and names is None:
+    if dtype is not None and adapter.kind == "pyfunc":
+        # A tensor signature: the model takes an array of that dtype (e.g. float32), not a frame.
         adapter.input_dtype = dtype
+        adapter.wants_frame = False
     return adapter
 
 

@@ -212,3 +212,24 @@ def test_autolog_checks_options_at_once_and_disable_restores(experiment):
     assert Model.__dict__["log"] is not original
     mlflow_xai.autolog(disable=True)
     assert Model.__dict__["log"] is original
+
+
+def test_pyfunc_with_a_float32_tensor_signature_gets_arrays(experiment):
+    import mlflow
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 4)).astype(np.float32)
+    seen = []
+
+    class Strict(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            arr = np.asarray(model_input)
+            seen.append(arr.dtype)
+            return arr.astype(np.float64) @ np.array([1.0, -1.0, 2.0, 0.0])
+
+    mlflow_xai.autolog(data=X, explainers=["kernel_shap"], max_rows=10)
+    with mlflow.start_run() as run:
+        mlflow.pyfunc.log_model(name="model", python_model=Strict(), input_example=X[:2],
+                                pip_requirements=["numpy"])
+    assert mlflow.MlflowClient().get_run(run.info.run_id).data.tags["mlflow_xai.status"] == "ok"
+    assert _summary(run.info.run_id)["methods"]["kernel_shap"]["efficiency_max_abs_gap"] < 1e-5
