@@ -30,6 +30,8 @@ def explain(
     *,
     targets: Any = None,
     explainers: list[str] | dict[str, dict[str, Any] | None] | None = None,
+    checks: list[str] | dict[str, dict[str, Any] | None] | None = None,
+    policy: Any = None,
     background: Any = None,
     background_rows: int = 100,
     max_rows: int = 1000,
@@ -51,6 +53,11 @@ def explain(
         targets: labels, one per row, or the name of a column of ``data`` holding them.
         explainers: method names, or a dict ``name -> parameters``; default every registered
             explainer that applies to the model (see :func:`list_methods`).
+        checks: check names or a dict ``name -> parameters``; default the cheap checks
+            (agreement, bootstrap_importance, completeness, deletion_insertion, infidelity,
+            faithfulness_correlation); ``[]`` runs none.
+        policy: a governance policy (YAML path or dict) to apply; the verdict is in
+            ``.governance`` and is logged as ``xai/governance.json`` and tags.
         background: reference rows for "feature absent"; default ``background_rows`` rows sampled
             from ``data`` with ``seed``.
         max_rows: explain at most this many rows (a seeded sample; recorded in the summary).
@@ -69,7 +76,8 @@ def explain(
     from mlflow_xai.config import XaiConfig
     from mlflow_xai.pipeline import run
 
-    config = XaiConfig(targets=targets, explainers=explainers, background=background,
+    config = XaiConfig(targets=targets, explainers=explainers, checks=checks, policy=policy,
+                       background=background,
                        background_rows=background_rows, max_rows=max_rows, device=device,
                        seed=seed, output=output, strict=strict, progress=progress,
                        model_type=model_type)

@@ -58,7 +58,19 @@ def metrics_for(expl: Explanations) -> dict[str, float]:
         for feature, value in top.items():
             if math.isfinite(value):
                 metrics[f"{prefix}/importance/{metric_safe(feature)}"] = float(value)
+    for check, entry in expl.checks.items():
+        for figure, value in (entry.get("figures") or {}).items():
+            if value is not None and math.isfinite(value):
+                metrics[f"{METRIC_PREFIX}/check/{check}/{figure}"] = float(value)
+    if expl.governance is not None:
+        metrics[f"{METRIC_PREFIX}/governance/passed"] = float(
+            expl.governance["verdict"] == "passed")
     return metrics
+
+
+def stability_json(expl: Explanations) -> dict[str, Any]:
+    """Every check's figures, thresholds and verdicts (and details)."""
+    return {name: entry for name, entry in expl.checks.items()}
 
 
 def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: bool = True
@@ -69,6 +81,9 @@ def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: 
     (root / "plots").mkdir(exist_ok=True)
     _write_json(root / "summary.json", expl.summary)
     _write_json(root / "importance.json", importance_json(expl))
+    _write_json(root / "stability.json", stability_json(expl))
+    if expl.governance is not None:
+        _write_json(root / "governance.json", expl.governance)
     failures = {m: e for m, e in expl.summary["methods"].items() if e["status"] == "failed"}
     if failures:
         (root / "error.txt").write_text("\n\n".join(
@@ -94,6 +109,12 @@ def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: 
             overlay_plot(images, maps, method, str(root / "plots" / f"{method}_overlay.png"),
                          labels=labels)
     if plots:
+        from mlflow_xai.plots import check_plot
+
+        for name, entry in expl.checks.items():
+            if entry.get("status") == "ok":
+                check_plot(name, entry, str(root / "plots" / f"check_{name}.png"))
+    if plots:
         from mlflow_xai.plots import bar_plot, beeswarm_plot
 
         for method in expl.importance.columns:
@@ -101,6 +122,10 @@ def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: 
             if method in expl.attributions:
                 beeswarm_plot(expl.attributions[method], expl.data, method,
                               str(root / "plots" / f"{method}_beeswarm.png"))
+    if plots:
+        from mlflow_xai.report import write_report
+
+        write_report(expl, root)  # last: it inlines the plots written above
     return root
 
 
@@ -153,13 +178,18 @@ def log_explanations(expl: Explanations, *, run_id: str | None = None,
     metrics = [Metric(k, v, now, 0, model_id=model_id) for k, v in metrics_for(expl).items()]
     run_tags = {"mlflow_xai.status": expl.summary["status"],
                 "mlflow_xai.methods": ",".join(expl.methods), **(tags or {})}
+    if expl.governance is not None:
+        run_tags["mlflow_xai.governance"] = expl.governance["verdict"]
     for start in range(0, len(metrics) if log_metrics else 0, 500):  # MLflow caps a batch at 1000 entries
         client.log_batch(run_id, metrics=metrics[start:start + 500])
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in run_tags.items()])
     if model_id:
         try:
-            client.set_logged_model_tags(model_id, {"mlflow_xai.status": expl.summary["status"],
-                                                    "mlflow_xai.run_id": run_id})
+            model_tags = {"mlflow_xai.status": expl.summary["status"],
+                          "mlflow_xai.run_id": run_id}
+            if expl.governance is not None:
+                model_tags["mlflow_xai.governance"] = expl.governance["verdict"]
+            client.set_logged_model_tags(model_id, model_tags)
         except Exception:  # a model version id or a store without LoggedModels: tags are optional
             pass
     return run_id

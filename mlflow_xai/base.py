@@ -189,12 +189,76 @@ class Selector(Method):
         raise NotImplementedError(f"{type(self).__name__} must implement select")
 
 
+@dataclass
+class CheckContext:
+    """What a check sees: the explained rows, the results, and functions to query the model.
+
+    ``predict_rows(Z)`` evaluates perturbed copies ``Z`` of shape ``(n_rows, k, n_features)``
+    (k variants of each explained row) and returns ``(n_rows, k)``: each row's own explained
+    output. ``explain(method, X, rows, seed=..., model=...)`` re-runs an explainer that ran,
+    with its parameters, on ``X`` (variants of the explained rows ``rows``, e.g. perturbed),
+    with another seed or another model (a ``ModelAdapter``), and returns ``(len(X), n_features)``
+    attributions of each row's explained output.
+    """
+
+    X: np.ndarray
+    background: np.ndarray
+    feature_names: list[str]
+    results: dict[str, Attribution]
+    shapley: dict[str, bool]
+    stochastic: dict[str, bool]
+    predict_rows: Callable[[np.ndarray], np.ndarray]
+    explain: Callable[..., np.ndarray]
+    outputs: np.ndarray
+    model: Any = None
+    seed: int = 0
+    data_type: str = "tabular"
+
+    @property
+    def local_methods(self) -> list[str]:
+        return [m for m, a in self.results.items() if a.values is not None]
+
+
+@dataclass
+class CheckResult:
+    """Figures (name -> number, flat; per-method figures as '<method>/<figure>'), verdicts for
+    the figures that have a threshold, a details dict for ``stability.json`` and optional plot
+    data. ``status`` is 'ok' or 'skipped' (with ``reason``)."""
+
+    figures: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"
+    reason: str | None = None
+
+    def verdicts(self) -> dict[str, str]:
+        out = {}
+        for name, bound in self.thresholds.items():
+            value = self.figures.get(name)
+            if value is None or not np.isfinite(value):
+                out[name] = "unknown"
+                continue
+            ok = ("min" not in bound or value >= bound["min"]) and (
+                "max" not in bound or value <= bound["max"])
+            out[name] = "pass" if ok else "fail"
+        return out
+
+
 class Check(Method):
-    """A check of explanations (stability, faithfulness, sanity) with figures and a verdict."""
+    """A check of explanations (stability, faithfulness, sanity): figures with verdicts.
+
+    ``default = True`` checks are cheap and run on every evaluation; the others run when named
+    in ``checks=``. ``cost`` says roughly how many model evaluations the check needs.
+    """
 
     kind: ClassVar[str] = "check"
+    default: ClassVar[bool] = False
+    cost: ClassVar[str] = ""
 
-    def run(self, task: ExplainTask, explanations: Any) -> dict[str, Any]:
+    def supports(self, ctx: CheckContext) -> str | None:
+        return None
+
+    def run(self, ctx: CheckContext) -> CheckResult:
         raise NotImplementedError(f"{type(self).__name__} must implement run")
 
 

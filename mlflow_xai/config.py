@@ -15,6 +15,8 @@ class XaiConfig:
 
     targets: Any = None
     explainers: list[str] | dict[str, dict[str, Any] | None] | None = None
+    checks: list[str] | dict[str, dict[str, Any] | None] | None = None
+    policy: Any = None
     background: Any = None
     background_rows: int = 100
     max_rows: int = 1000
@@ -93,7 +95,13 @@ def check_methods(config: XaiConfig) -> None:
     from mlflow_xai.plugins import get_registry
 
     registry = get_registry()
-    methods = normalize_methods(config.explainers, valid=registry.names("explainer"),
-                                kind="explainer")
-    for name, params in (methods or {}).items():
-        registry.get(name).cls(**params).validate_params()
+    for kind, spec in (("explainer", config.explainers), ("check", config.checks)):
+        if kind == "check" and isinstance(spec, (list, tuple)) and not spec:
+            continue  # checks=[] turns every check off
+        methods = normalize_methods(spec, valid=registry.names(kind), kind=kind)
+        for name, params in (methods or {}).items():
+            registry.get(name).cls(**params).validate_params()
+    if config.policy is not None:
+        from mlflow_xai.governance import load_policy
+
+        load_policy(config.policy)

@@ -40,6 +40,10 @@ class Explanations:
     model_id: str | None = None
     encoded: np.ndarray | None = field(default=None, repr=False)
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
+    #: check name -> {status, figures, thresholds, verdicts, details, seconds, model_evals}
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the policy outcome when a policy was given (``xai/governance.json``)
+    governance: dict[str, Any] | None = None
 
     @classmethod
     def build(cls, *, prepared: PreparedData, results: dict[str, Attribution],

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from mlflow_xai.base import Attribution, ExplainTask
+from mlflow_xai.checking import build_context, run_checks
 from mlflow_xai.config import XaiConfig, normalize_methods
 from mlflow_xai.data import PreparedData, prepare_data
 from mlflow_xai.device import PeakMemory, batch_rows, resolve_device
@@ -159,11 +160,28 @@ def run(model: Any, data: Any, config: XaiConfig) -> Explanations:
     finally:
         bar.close()
 
-    _add_efficiency(results, method_summary, registry, outputs_all, groups)
+    f_x, row_outputs = _explained_outputs(outputs_all, groups)
+    _add_efficiency(results, method_summary, registry, f_x)
+    checks = {}
+    if results:
+        ctx = build_context(registry=registry, methods=methods, results=results, adapter=adapter,
+                            prepared=prepared, counter=counter, config=config, device=device,
+                            row_outputs=row_outputs, f_x=f_x)
+        checks = run_checks(ctx, registry, config, counter)
     summary = _summary(adapter, prepared, config, device, output_desc, method_summary,
                        started, probe_rows)
-    return Explanations.build(prepared=prepared, results=results, output_labels=output_labels,
+    summary["checks"] = {n: {k: c.get(k) for k in ("status", "seconds", "model_evals",
+                                                   "reason", "error") if c.get(k) is not None}
+                         for n, c in checks.items()}
+    expl = Explanations.build(prepared=prepared, results=results, output_labels=output_labels,
                               summary=summary, model=adapter)
+    expl.checks = checks
+    if config.policy is not None:
+        from mlflow_xai.governance import evaluate_policy, load_policy
+
+        expl.governance = evaluate_policy(load_policy(config.policy), expl)
+        summary["governance"] = expl.governance["verdict"]
+    return expl
 
 
 def _probe(counter: CountingPredict, prepared: PreparedData) -> np.ndarray:
@@ -278,17 +296,22 @@ def _merge(parts: list[tuple[np.ndarray, Attribution]], n: int, d: int) -> Attri
                        info=first.info)
 
 
+def _explained_outputs(outputs_all: np.ndarray, groups: list[tuple[np.ndarray, int | None]]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's explained output value f(x), and its output index (-1: single output)."""
+    f_x = np.zeros(len(outputs_all))
+    index_of_row = np.full(len(outputs_all), -1)
+    for rows, index in groups:
+        f_x[rows] = outputs_all[rows] if index is None else outputs_all[rows, index]
+        index_of_row[rows] = -1 if index is None else index
+    return f_x, index_of_row
+
+
 def _add_efficiency(results: dict[str, Attribution], summary: dict[str, dict[str, Any]],
-                    registry: Any, outputs_all: np.ndarray,
-                    groups: list[tuple[np.ndarray, int | None]]) -> None:
+                    registry: Any, f_x: np.ndarray) -> None:
     """Record max |sum(phi) + base - f(x)| for every Shapley method (local accuracy)."""
     shapley = [n for n, a in results.items()
                if registry.get(n).cls.shapley and a.values is not None]
-    if not shapley:
-        return
-    f_x = np.zeros(len(outputs_all))
-    for rows, index in groups:
-        f_x[rows] = outputs_all[rows] if index is None else outputs_all[rows, index]
     for name in shapley:
         a = results[name]
         target = a.outputs if a.outputs is not None else f_x

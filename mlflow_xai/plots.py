@@ -113,3 +113,88 @@ def overlay_plot(images: np.ndarray, maps: np.ndarray, method: str, path: str, *
     fig.suptitle(f"{method}: attribution heat maps", fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def check_plot(name: str, entry: dict, path: str) -> None:
+    """One picture per check: curves, a method x method matrix, a cascade, or the figures as
+    bars with their thresholds."""
+    details = entry.get("details") or {}
+    if "curves" in details:
+        _curves_plot(name, details["curves"], path)
+    elif "rank_correlation_matrix" in details:
+        _matrix_plot(name, details["rank_correlation_matrix"], path)
+    elif "cascade" in details:
+        _cascade_plot(name, details["cascade"], path)
+    else:
+        _figures_plot(name, entry.get("figures") or {}, entry.get("thresholds") or {}, path)
+
+
+def _curves_plot(name: str, curves: dict, path: str) -> None:
+    fig = _figure(3.4)
+    for i, mode in enumerate(("deletion", "insertion")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for method, curve in curves.items():
+            ax.plot(curve["fractions"], curve[mode], label=method, linewidth=1.5)
+        ax.set_xlabel(f"fraction of features {'removed' if mode == 'deletion' else 'inserted'}")
+        ax.set_ylabel("mean explained output")
+        ax.set_title(mode)
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.axes[0].legend(fontsize=7)
+    fig.suptitle(f"{name}: removing (inserting) features in attribution order", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _matrix_plot(name: str, matrix: dict, path: str) -> None:
+    methods = list(matrix)
+    values = np.array([[matrix[a][b] for b in methods] for a in methods], dtype=float)
+    fig = _figure(max(3.0, 0.6 * len(methods) + 1.5))
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(values, cmap="RdYlGn", vmin=-1, vmax=1)
+    ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(methods)), methods, fontsize=8)
+    for i in range(len(methods)):
+        for j in range(len(methods)):
+            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="Spearman correlation of global importance")
+    ax.set_title(f"{name}: method x method rank correlation")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _cascade_plot(name: str, cascade: dict, path: str) -> None:
+    fig = _figure(3.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for method, corr in cascade.items():
+        ax.plot(range(1, len(corr) + 1), corr, marker="o", label=method)
+    ax.axhline(0.0, color="#888888", linewidth=0.8)
+    ax.set_xlabel("layers randomized (from the output down)")
+    ax.set_ylabel("rank correlation with original")
+    ax.set_title(f"{name}: explanations must change")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _figures_plot(name: str, figures: dict, thresholds: dict, path: str) -> None:
+    items = [(k, v) for k, v in figures.items() if v is not None][:30]
+    fig = _figure(_height(len(items)))
+    ax = fig.add_subplot(1, 1, 1)
+    labels = [k for k, _ in items][::-1]
+    values = [v for _, v in items][::-1]
+    colours = []
+    for label in labels:
+        bound = thresholds.get(label)
+        if not bound:
+            colours.append("#1f77b4")
+            continue
+        value = figures[label]
+        ok = ("min" not in bound or value >= bound["min"]) and (
+            "max" not in bound or value <= bound["max"])
+        colours.append("#2ca02c" if ok else "#d62728")
+    ax.barh(range(len(values)), values, color=colours)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_title(f"{name} (green: passes its threshold, red: fails)")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path)
