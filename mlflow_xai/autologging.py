@@ -209,6 +209,29 @@ class _Job:
         expl.model_id = expl.model_id or self.info.model_id
         log_explanations(expl, run_id=self.run_id, model_id=self.info.model_id,
                          tags={"mlflow_xai.model_id": self.info.model_id or ""})
+        version = getattr(self.info, "registered_model_version", None)
+        if expl.governance is not None and version is not None:
+            from mlflow_xai.governance import set_governance_tags
+
+            name = _registered_name(self.info)
+            if name:
+                set_governance_tags(expl.governance["verdict"], registered_model=name,
+                                    model_version=str(version))
+
+
+def _registered_name(info: Any) -> str | None:
+    """The registered model a log_model call registered (MLflow keeps it on the version)."""
+    from mlflow import MlflowClient
+
+    try:
+        versions = MlflowClient().search_model_versions(f"run_id = '{info.run_id}'")
+    except Exception:
+        return None
+    for mv in versions:
+        if str(mv.version) == str(info.registered_model_version) and (
+                getattr(mv, "model_id", None) in (None, info.model_id)):
+            return mv.name
+    return None
 
 
 def _signature_columns(data: Any, info: Any, targets: Any) -> Any:

@@ -98,5 +98,89 @@ def explain_command(model_uri: str, data_path: str, targets: str | None,
         click.echo(f"logged to run {logged} (artifacts under xai/)")
 
 
+@cli.command("check")
+@click.option("--run-id", default=None, help="Judge the explanations logged in this run.")
+@click.option("--model-uri", default=None,
+              help="Or judge a model: models:/<model_id> or models:/<name>/<version>.")
+@click.option("--policy", "policy_path", required=True,
+              type=click.Path(exists=True, dir_okay=False), help="Policy YAML file.")
+@click.option("--registered-model", default=None,
+              help="Also tag this registered model's --model-version with the verdict.")
+@click.option("--model-version", default=None, help="Version to tag (with --registered-model).")
+@click.option("--no-tags", is_flag=True, help="Print the verdict only; write no tags or files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def check_command(run_id: str | None, model_uri: str | None, policy_path: str,
+                  registered_model: str | None, model_version: str | None, no_tags: bool,
+                  as_json: bool) -> None:
+    """Governance gate: judge logged explanations against a policy.
+
+    \b
+    Exit codes: 0 every rule passes, 1 a rule fails, 2 bad usage or a missing run/artifact.
+    The verdict is written as the tag mlflow_xai.governance=passed|failed on the run, on the
+    LoggedModel and (with --registered-model/--model-version, or a models:/<name>/<version>
+    URI) on the model version, and as xai/governance.json in the run.
+
+    \b
+    Example policy:
+      rules:
+        - name: stable-ranking
+          metric: seed_stability/kernel_shap/spearman
+          min: 0.8
+        - name: no-protected-attribute-on-top
+          forbid_top_k: {features: [sex, age], k: 3, method: kernel_shap}
+        - name: shap-present
+          require_methods: [kernel_shap]
+    """
+    from mlflow_xai.errors import ConfigError
+    from mlflow_xai.governance import (
+        GateError,
+        evaluate_policy,
+        facts_from_run,
+        load_policy,
+        resolve_run,
+        set_governance_tags,
+    )
+
+    try:
+        policy = load_policy(policy_path)
+        run, model_id, name, version = resolve_run(run_id, model_uri)
+        facts, summary = facts_from_run(run)
+    except (GateError, ConfigError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if (registered_model is None) != (model_version is None):
+        click.echo("error: --registered-model and --model-version go together.", err=True)
+        sys.exit(2)
+    outcome = evaluate_policy(policy, facts)
+    model_id = model_id or (summary.get("model") or {}).get("model_id")
+    if not no_tags:
+        from mlflow import MlflowClient
+
+        set_governance_tags(outcome["verdict"], run_id=run, model_id=model_id,
+                            registered_model=registered_model or name,
+                            model_version=model_version or version)
+        MlflowClient().log_dict(run, outcome, "xai/governance.json")
+    if as_json:
+        click.echo(json.dumps({"run_id": run, **outcome}, indent=2, default=str))
+    else:
+        _print_outcome(run, outcome)
+    sys.exit(0 if outcome["verdict"] == "passed" else 1)
+
+
+def _print_outcome(run_id: str, outcome: dict) -> None:
+    rows = [[r["name"], r["kind"], r["figure"],
+             "-" if r["value"] is None else (f"{r['value']:.4g}" if isinstance(r["value"], float)
+                                             else str(r["value"])),
+             r["verdict"].upper(), r["message"]] for r in outcome["rules"]]
+    headers = ["RULE", "KIND", "FIGURE", "VALUE", "VERDICT", "DETAIL"]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(headers[:-1])]
+    click.echo(f"run {run_id}")
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths + [0])))
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths + [0])))
+    click.echo(f"governance: {outcome['verdict'].upper()}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     cli()

@@ -199,3 +199,68 @@ def set_governance_tags(verdict: str, *, run_id: str | None = None, model_id: st
     if registered_model and model_version:
         client.set_model_version_tag(registered_model, str(model_version),
                                      "mlflow_xai.governance", verdict)
+
+
+class GateError(Exception):
+    """Bad usage or a missing run/artifact: the gate exits with code 2."""
+
+
+def facts_from_run(run_id: str) -> tuple[Facts, dict[str, Any]]:
+    """Facts from a logged run: its xai metrics, ``importance.json`` and ``summary.json``."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise GateError(f"run '{run_id}' was not found on {mlflow.get_tracking_uri()}: "
+                        f"{exc.message}") from exc
+    root = run.info.artifact_uri.rstrip("/") + "/xai"
+    try:
+        summary = mlflow.artifacts.load_dict(f"{root}/summary.json")
+        importance = mlflow.artifacts.load_dict(f"{root}/importance.json")
+    except Exception as exc:
+        raise GateError(f"run '{run_id}' has no xai/summary.json or xai/importance.json: explain "
+                        "the model first (mlflow_xai.autolog, the xai evaluator or "
+                        "`mlflow-xai explain`).") from exc
+    ranks = {m: {f: int(v["rank"]) for f, v in feats.items()} for m, feats in importance.items()}
+    ok = [m for m, e in summary.get("methods", {}).items() if e.get("status") == "ok"]
+    metrics = {k: float(v) for k, v in run.data.metrics.items()}
+    return Facts(metrics=metrics, ranks=ranks, methods_ok=ok), summary
+
+
+def resolve_run(run_id: str | None, model_uri: str | None) -> tuple[str, str | None,
+                                                                     str | None, str | None]:
+    """(run id, LoggedModel id, registered model name, version) for --run-id / --model-uri."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if bool(run_id) == bool(model_uri):
+        raise GateError("give exactly one of --run-id and --model-uri.")
+    if run_id:
+        return run_id, None, None, None
+    client = MlflowClient()
+    if not model_uri.startswith("models:/"):
+        raise GateError(f"--model-uri must look like models:/<model_id> or "
+                        f"models:/<name>/<version>, got '{model_uri}'.")
+    path = model_uri[len("models:/"):].strip("/")
+    try:
+        if "/" in path:
+            name, version = path.split("/", 1)
+            mv = client.get_model_version(name, version)
+            model_id = getattr(mv, "model_id", None)
+            return _run_of_model(client, model_id) if model_id else mv.run_id, model_id, name, \
+                version
+        return _run_of_model(client, path), path, None, None
+    except MlflowException as exc:
+        raise GateError(f"model '{model_uri}' was not found: {exc.message}") from exc
+
+
+def _run_of_model(client: Any, model_id: str) -> str:
+    model = client.get_logged_model(model_id)
+    run_id = (model.tags or {}).get("mlflow_xai.run_id") or model.source_run_id
+    if not run_id:
+        raise GateError(f"model {model_id} has no run with explanations.")
+    return run_id
