@@ -165,10 +165,10 @@ def numpy_fn(counted: CountingModule) -> Callable[[np.ndarray], np.ndarray]:
     return f
 
 
-def measure_throughput(model: nn.Module, d: int, *, grad: bool = False, runs: int = 7
-                       ) -> list[float]:
-    """Rows/s of forward (or forward + input-gradient) on a 65,536-row float32 batch."""
-    x = torch.randn(BIG_BATCH, d)
+def measure_throughput(model: nn.Module, d: int, *, grad: bool = False, runs: int = 7,
+                       batch: int = BIG_BATCH) -> list[float]:
+    """Rows/s of forward (or forward + input-gradient) on a float32 batch (65,536 rows)."""
+    x = torch.randn(batch, d)
     samples = []
     for i in range(runs + 2):
         t0 = time.perf_counter()
@@ -179,7 +179,7 @@ def measure_throughput(model: nn.Module, d: int, *, grad: bool = False, runs: in
             with torch.inference_mode():
                 model(x)
         if i >= 2:  # two warm-up runs
-            samples.append(BIG_BATCH / (time.perf_counter() - t0))
+            samples.append(batch / (time.perf_counter() - t0))
     return samples
 
 
@@ -431,7 +431,13 @@ def speed_section(d: int, args: argparse.Namespace) -> dict[str, Any]:
     runs.extend(peer_runs(model, X, bg, args))
     fwd += measure_throughput(model, d)
     bwd += measure_throughput(model, d, grad=True)
-    return {"d": d, "runs": runs, "fwd": fwd, "bwd": bwd}
+    # Diagnostic: the model's throughput at the batch size our engine uses on the CPU.
+    from mlflow_xai.device import batch_rows
+
+    ours_batch = batch_rows(d, "cpu")
+    ours_fwd = measure_throughput(model, d, batch=ours_batch, runs=5)
+    return {"d": d, "runs": runs, "fwd": fwd, "bwd": bwd, "ours_batch": ours_batch,
+            "ours_fwd": ours_fwd}
 
 
 def peer_runs(model: nn.Module, X: np.ndarray, bg: np.ndarray, args: argparse.Namespace
@@ -555,6 +561,11 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
+def fmt_err(x: float) -> str:
+    """Relative errors: fixed point normally, scientific when an estimator blows up."""
+    return f"{x:.4f}" if x < 100 else f"{x:.2e}"
+
+
 def fmt_int(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -587,7 +598,9 @@ def speed_table(section: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]
         f"Model throughput (batch {BIG_BATCH:,}, median of {len(section['fwd'])} runs taken "
         f"before and after the methods): forward {fmt_int(fwd)} rows/s "
         f"(min {fmt_int(min(section['fwd']))}, max {fmt_int(max(section['fwd']))}); "
-        f"forward + input gradient {fmt_int(bwd)} rows/s.",
+        f"forward + input gradient {fmt_int(bwd)} rows/s. Diagnostic: forward at the "
+        f"{section['ours_batch']:,}-row batch our engine uses on the CPU (mlflow_xai.device."
+        f"batch_rows): {fmt_int(median(section['ours_fwd']))} rows/s.",
         "",
         "| method | implementation | budget | seconds | wall s (explain) | model evals | "
         "floor s | x floor | notes |",
@@ -721,7 +734,7 @@ def accuracy_tables(acc: dict[str, Any], budget: int) -> tuple[list[str], list[d
         if r.extrapolated:
             notes.append(f"error on the {r.timed_rows} rows run")
         lines.append(f"| {r.label} | {r.budget} | {fmt(r.seconds)} | {fmt_int(r.evals)} | "
-                     f"{mae:.4f} | {mx:.4f} | {'; '.join(notes)} |")
+                     f"{fmt_err(mae)} | {fmt_err(mx)} | {'; '.join(notes)} |")
     target_err = errs.get("shap.KernelExplainer")
     tta_lines, checks = time_to_accuracy(acc, target_err, budget)
     ours_k = errs.get("kernel_shap")
@@ -777,7 +790,7 @@ def time_to_accuracy(acc: dict[str, Any], target: float | None, budget: int
     reached: dict[str, tuple[float, float] | None] = {}
     for name, runs in acc["sweep"].items():
         hit, interp, curve = seconds_to_reach(runs, exact, target)
-        points = ", ".join(f"{r.budget.split('=')[-1]} -> {e:.4f} ({fmt(r.seconds)} s)"
+        points = ", ".join(f"{r.budget.split('=')[-1]} -> {fmt_err(e)} ({fmt(r.seconds)} s)"
                            for r, e in curve)
         reached[name] = (hit.seconds, interp) if hit else None
         lines.append(f"| {name} | {points} | {hit.budget.split('=')[-1] if hit else 'not reached'}"
@@ -841,8 +854,9 @@ def machine_lines(args: argparse.Namespace, started: float, load: tuple[list[flo
         f"- machine: {os.cpu_count()} cores ({cpu}), {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}, no GPU; torch threads "
         f"{torch.get_num_threads()}, interop threads {torch.get_num_interop_threads()}",
-        f"- load average (1 min) at start {load[0][0]:.2f}, at end {load[1][0]:.2f} (other "
-        "processes on this machine add noise to every timing)",
+        f"- load average (1 min) at start {load[0][0]:.2f}, at end {load[1][0]:.2f} (this "
+        "benchmark itself adds about 2 while it runs; other processes on the machine add "
+        "noise to every timing)",
         f"- versions: {versions}",
         f"- command: `{shlex.join(['python', *sys.argv])}`",
         f"- data: standard normal float32, {args.rows:,} explained rows, {args.background} "
