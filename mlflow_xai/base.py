@@ -58,6 +58,12 @@ class ExplainTask:
     forward_grad: Callable[[Any], Any] | None = None
     #: Rows per model call allowed by the device memory budget.
     max_batch_rows: int = 65536
+    #: Indices of categorical columns (integer codes in ``X``); used by selectors.
+    categorical: tuple[int, ...] = ()
+    #: All model outputs for a float matrix, ``(m,)`` or ``(m, k)``; counted like ``predict``.
+    predict_full: Callable[[np.ndarray], np.ndarray] | None = None
+    #: True for classifiers (targets are class labels), False for regressors, None unknown.
+    is_classifier: bool | None = None
 
     def tensor_predict(self) -> Callable[[Any], Any]:
         """``predict_tensor``, or ``predict`` wrapped to take and return tensors."""
@@ -180,12 +186,88 @@ class Explainer(Method):
         raise NotImplementedError(f"{type(self).__name__} must implement explain_rows or explain")
 
 
+@dataclass
+class Selection:
+    """What a selector returns.
+
+    ``scores`` has one value per feature, larger = more relevant (any scale). ``selected`` holds
+    the indices of the chosen subset. ``ranking`` lists feature indices, most relevant first;
+    by default the features sorted by decreasing score (ties keep column order). Methods whose
+    order is not the score order (recursive elimination, greedy forward selection) set it.
+    ``info`` is free-form and goes to ``xai/selection/<name>.json``.
+    """
+
+    scores: np.ndarray
+    selected: np.ndarray
+    ranking: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.scores = np.asarray(self.scores, dtype=float)
+        self.selected = np.asarray(self.selected, dtype=int).reshape(-1)
+        if self.ranking is None:
+            self.ranking = np.argsort(-self.scores, kind="stable")
+        self.ranking = np.asarray(self.ranking, dtype=int).reshape(-1)
+
+
+#: Parameters every selector accepts: the subset rule. ``k`` wins over ``threshold``.
+SUBSET_DEFAULTS: dict[str, Any] = {"k": None, "threshold": None}
+
+
+def choose_subset(scores: np.ndarray, params: dict[str, Any],
+                  own: np.ndarray | None = None, ranking: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """The selected feature indices, by the shared rule.
+
+    ``k`` given: the first ``k`` of ``ranking`` (default: by decreasing score). Else
+    ``threshold``: every feature whose score is at least that. Else the method's own subset
+    ``own`` when it has one (e.g. non-zero lasso coefficients). Else the features scoring at
+    least the mean score (scikit-learn's ``SelectFromModel`` default).
+    """
+    scores = np.asarray(scores, dtype=float)
+    order = np.argsort(-scores, kind="stable") if ranking is None else np.asarray(ranking)
+    k, threshold = params.get("k"), params.get("threshold")
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"k must be a positive integer, got {k!r}.")
+        return np.sort(order[: min(int(k), len(scores))])
+    if threshold is not None:
+        return np.flatnonzero(scores >= float(threshold))
+    if own is not None:
+        return np.sort(np.asarray(own, dtype=int))
+    return np.flatnonzero(scores >= scores.mean())
+
+
 class Selector(Method):
-    """A feature-selection method: a score per feature, a ranking and a selected subset."""
+    """A feature-selection method: a score per feature, a ranking and a selected subset.
+
+    Subclasses set ``name``, ``requires`` (``"targets"`` for supervised filters, ``"predict"``
+    when they query the model, ``"gradients"`` for torch-trained ones), ``defaults`` (which
+    must include :data:`SUBSET_DEFAULTS`) and implement :meth:`select`. They read
+    ``task.X`` (encoded float rows), ``task.targets``, ``task.categorical`` (indices of
+    categorical columns, integer-coded), ``task.predict`` / ``task.predict_full`` (counted
+    model calls), ``task.is_classifier`` and ``task.seed``.
+    """
 
     kind: ClassVar[str] = "selector"
+    requires: ClassVar[tuple[str, ...]] = ("targets",)
+    #: True when the result depends on the random seed.
+    stochastic: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, Any]] = dict(SUBSET_DEFAULTS)
 
-    def select(self, task: ExplainTask) -> dict[str, Any]:
+    def supports(self, task: ExplainTask) -> str | None:
+        """Return ``None`` when this selector applies to the task, else the reason it does not."""
+        if task.data_type not in self.data_types:
+            return f"{self.name} selects among {'/'.join(self.data_types)} features, " \
+                   f"not {task.data_type}"
+        if "gradients" in self.requires and task.forward_grad is None and \
+                "trains its own" not in self.description:
+            return f"{self.name} needs gradients: a torch nn.Module"
+        if "predict" in self.requires and task.model is None:
+            return f"{self.name} needs a model"
+        return None
+
+    def select(self, task: ExplainTask) -> Selection:
         raise NotImplementedError(f"{type(self).__name__} must implement select")
 
 
