@@ -260,8 +260,7 @@ class Selector(Method):
         if task.data_type not in self.data_types:
             return f"{self.name} selects among {'/'.join(self.data_types)} features, " \
                    f"not {task.data_type}"
-        if "gradients" in self.requires and task.forward_grad is None and \
-                "trains its own" not in self.description:
+        if "gradients" in self.requires and task.forward_grad is None:
             return f"{self.name} needs gradients: a torch nn.Module"
         if "predict" in self.requires and task.model is None:
             return f"{self.name} needs a model"
