@@ -31,6 +31,7 @@ def explain(
     targets: Any = None,
     explainers: list[str] | dict[str, dict[str, Any] | None] | None = None,
     checks: list[str] | dict[str, dict[str, Any] | None] | None = None,
+    selectors: list[str] | dict[str, dict[str, Any] | None] | None = None,
     policy: Any = None,
     background: Any = None,
     background_rows: int = 100,
@@ -42,6 +43,9 @@ def explain(
     strict: bool = True,
     progress: bool | None = None,
     model_type: str | None = None,
+    selection_rows: int = 10_000,
+    selection_bootstrap: int = 5,
+    retrain: Any = None,
 ) -> Explanations:
     """Explain ``model`` on ``data`` with every requested (or applicable) explainer.
 
@@ -52,10 +56,14 @@ def explain(
         data: the rows to explain (DataFrame or 2-D array).
         targets: labels, one per row, or the name of a column of ``data`` holding them.
         explainers: method names, or a dict ``name -> parameters``; default every registered
-            explainer that applies to the model (see :func:`list_methods`).
+            explainer that applies to the model (see :func:`list_methods`); ``[]`` runs none
+            (for example to run selectors only).
         checks: check names or a dict ``name -> parameters``; default the cheap checks
             (agreement, bootstrap_importance, completeness, deletion_insertion, infidelity,
             faithfulness_correlation); ``[]`` runs none.
+        selectors: feature-selection method names or a dict ``name -> parameters`` (for
+            example ``{"mutual_info": {"k": 10}}``); default none. Results are in
+            ``.selection[name]`` (``.scores``, ``.ranking``, ``.selected``).
         policy: a governance policy (YAML path or dict) to apply; the verdict is in
             ``.governance`` and is logged as ``xai/governance.json`` and tags.
         background: reference rows for "feature absent"; default ``background_rows`` rows sampled
@@ -69,6 +77,12 @@ def explain(
         strict: raise when a method fails (default); ``False`` records the failure and goes on.
         progress: show a progress bar; default only on an interactive terminal outside CI.
         model_type: ``"classifier"`` or ``"regressor"`` when it cannot be inferred.
+        selection_rows: selectors see up to this many rows (a seeded sample of ``data``).
+        selection_bootstrap: bootstrap resamples for the stability of each selection
+            (Kuncheva index, Jaccard, score rank correlation); 0 turns it off.
+        retrain: a scikit-learn estimator (cloned, 3-fold cross-validated) or a function
+            ``score(X_subset, y) -> float``: retrain on the selected features and on random
+            subsets of the same size and report the gain (ROAR-style). Default: skipped.
 
     Returns:
         :class:`~mlflow_xai.explanations.Explanations`; call ``.log()`` to upload to MLflow.
@@ -76,7 +90,9 @@ def explain(
     from mlflow_xai.config import XaiConfig
     from mlflow_xai.pipeline import run
 
-    config = XaiConfig(targets=targets, explainers=explainers, checks=checks, policy=policy,
+    config = XaiConfig(targets=targets, explainers=explainers, checks=checks,
+                       selectors=selectors, selection_rows=selection_rows,
+                       selection_bootstrap=selection_bootstrap, retrain=retrain, policy=policy,
                        background=background,
                        background_rows=background_rows, max_rows=max_rows, device=device,
                        seed=seed, output=output, strict=strict, progress=progress,

@@ -1,7 +1,8 @@
 """Writes an :class:`Explanations` to the artifact contract under ``xai/`` and logs metrics.
 
-Layout (see README, "Artifacts"): ``summary.json``, ``importance.json``,
-``attributions/<method>.parquet``, ``plots/<method>_bar.png``, ``plots/<method>_beeswarm.png``.
+Layout (see README, "Artifacts"): ``summary.json``, ``importance.json``, ``stability.json``,
+``attributions/<method>.parquet``, ``plots/<method>_bar.png``, ``plots/<method>_beeswarm.png``,
+``selection/<selector>.json``, ``plots/selection_<selector>.png``, ``report.html``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def metrics_for(expl: Explanations) -> dict[str, float]:
         for figure, value in (entry.get("figures") or {}).items():
             if value is not None and math.isfinite(value):
                 metrics[f"{METRIC_PREFIX}/check/{check}/{figure}"] = float(value)
+    for name, selection in expl.selection.items():
+        for figure, value in selection.figures().items():
+            if value is not None and math.isfinite(value):
+                metrics[f"{METRIC_PREFIX}/selection/{name}/{figure}"] = float(value)
     if expl.governance is not None:
         metrics[f"{METRIC_PREFIX}/governance/passed"] = float(
             expl.governance["verdict"] == "passed")
@@ -84,11 +89,21 @@ def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: 
     _write_json(root / "stability.json", stability_json(expl))
     if expl.governance is not None:
         _write_json(root / "governance.json", expl.governance)
-    failures = {m: e for m, e in expl.summary["methods"].items() if e["status"] == "failed"}
+    failures = [(kind, m, e) for kind, key in (("explainer", "methods"),
+                                               ("selector", "selectors"))
+                for m, e in expl.summary.get(key, {}).items() if e["status"] == "failed"]
     if failures:
         (root / "error.txt").write_text("\n\n".join(
-            f"explainer '{m}' failed: {e['error']}\n{e.get('traceback', '')}"
-            for m, e in failures.items()))
+            f"{kind} '{m}' failed: {e['error']}\n{e.get('traceback', '')}"
+            for kind, m, e in failures))
+    if expl.selection:
+        (root / "selection").mkdir(exist_ok=True)
+    for name, selection in expl.selection.items():
+        _write_json(root / "selection" / f"{name}.json", selection.to_json())
+        if plots:
+            from mlflow_xai.plots import selection_plot
+
+            selection_plot(selection, str(root / "plots" / f"selection_{name}.png"))
     for method, frame in expl.attributions.items():
         table = frame.copy()
         table.columns = [str(c) for c in table.columns]

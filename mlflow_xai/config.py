@@ -16,6 +16,7 @@ class XaiConfig:
     targets: Any = None
     explainers: list[str] | dict[str, dict[str, Any] | None] | None = None
     checks: list[str] | dict[str, dict[str, Any] | None] | None = None
+    selectors: list[str] | dict[str, dict[str, Any] | None] | None = None
     policy: Any = None
     background: Any = None
     background_rows: int = 100
@@ -26,6 +27,9 @@ class XaiConfig:
     strict: bool = True
     progress: bool | None = None
     model_type: str | None = None
+    selection_rows: int = 10_000
+    selection_bootstrap: int = 5
+    retrain: Any = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -49,10 +53,18 @@ class XaiConfig:
         return config
 
     def validate(self) -> None:
-        for name in ("background_rows", "max_rows"):
+        for name in ("background_rows", "max_rows", "selection_rows"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        value = self.selection_bootstrap
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"selection_bootstrap must be an integer >= 0 (0 or 1 turns the "
+                              f"selection stability check off), got {value!r}.")
+        if self.retrain is not None and not callable(self.retrain) and \
+                not hasattr(self.retrain, "fit"):
+            raise ConfigError(f"retrain must be a scikit-learn estimator or a function "
+                              f"score(X_subset, y) -> float, got {type(self.retrain).__name__}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}.")
         if self.model_type not in (None, "classifier", "regressor"):
@@ -95,9 +107,10 @@ def check_methods(config: XaiConfig) -> None:
     from mlflow_xai.plugins import get_registry
 
     registry = get_registry()
-    for kind, spec in (("explainer", config.explainers), ("check", config.checks)):
-        if kind == "check" and isinstance(spec, (list, tuple)) and not spec:
-            continue  # checks=[] turns every check off
+    for kind, spec in (("explainer", config.explainers), ("check", config.checks),
+                       ("selector", config.selectors)):
+        if isinstance(spec, (list, tuple)) and not spec:
+            continue  # [] turns that kind off
         methods = normalize_methods(spec, valid=registry.names(kind), kind=kind)
         for name, params in (methods or {}).items():
             registry.get(name).cls(**params).validate_params()

@@ -71,6 +71,9 @@ class PreparedData:
     encoder: Encoder
     targets: np.ndarray | None
     facts: dict[str, Any]
+    #: Rows for the selectors (up to ``selection_rows``, sampled from all of ``data``).
+    selection_X: np.ndarray | None = None
+    selection_targets: np.ndarray | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -86,6 +89,7 @@ def prepare_data(
     background_rows: int = 100,
     max_rows: int = 1000,
     seed: int = 0,
+    selection_rows: int = 0,
 ) -> PreparedData:
     """Validate ``data`` against the model and return encoded rows and background."""
     frame = _as_frame(data, model, what="data")
@@ -129,6 +133,13 @@ def prepare_data(
         _check_finite(bg_frame, encoder, what="background")
         bg_source = f"{len(bg_frame)} rows given"
 
+    selection_X = selection_y = None
+    if selection_rows > 0:  # selectors see more rows than explainers: filters are cheap
+        pick = np.sort(rng.choice(rows_total, size=selection_rows, replace=False)) \
+            if rows_total > selection_rows else slice(None)
+        selection_X = encoder.encode(frame.iloc[pick])
+        selection_y = y[pick] if y is not None else None
+
     if positions is not None:
         frame = frame.iloc[positions]
         y = y[positions] if y is not None else None
@@ -145,8 +156,11 @@ def prepare_data(
         "background_source": bg_source,
         "targets": y is not None,
     }
+    if selection_X is not None:
+        facts["selection_rows"] = int(len(selection_X))
     return PreparedData(frame=frame, X=encoder.encode(frame), background=encoder.encode(bg_frame),
-                        encoder=encoder, targets=y, facts=facts)
+                        encoder=encoder, targets=y, facts=facts, selection_X=selection_X,
+                        selection_targets=selection_y)
 
 
 def _as_frame(data: Any, model: ModelAdapter, *, what: str) -> pd.DataFrame:

@@ -44,6 +44,9 @@ class Explanations:
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the policy outcome when a policy was given (``xai/governance.json``)
     governance: dict[str, Any] | None = None
+    #: selector name -> :class:`~mlflow_xai.selecting.FeatureSelection` (``.scores``,
+    #: ``.ranking``, ``.selected``, ``.stability``, ``.retrain``)
+    selection: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, *, prepared: PreparedData, results: dict[str, Attribution],

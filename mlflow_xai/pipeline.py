@@ -92,8 +92,9 @@ def run(model: Any, data: Any, config: XaiConfig) -> Explanations:
     config.validate()
     started = time.time()
     registry = get_registry()
-    requested = normalize_methods(config.explainers, valid=registry.names("explainer"),
-                                  kind="explainer")
+    no_explainers = isinstance(config.explainers, (list, tuple)) and not config.explainers
+    requested = {} if no_explainers else normalize_methods(
+        config.explainers, valid=registry.names("explainer"), kind="explainer")
     device = resolve_device(config.device)
     adapter = resolve_model(model, device=device)
     if config.model_type == "regressor":
@@ -106,7 +107,8 @@ def run(model: Any, data: Any, config: XaiConfig) -> Explanations:
         prepared = prepare_data(data, adapter, targets=config.targets,
                                 background=config.background,
                                 background_rows=config.background_rows,
-                                max_rows=config.max_rows, seed=config.seed)
+                                max_rows=config.max_rows, seed=config.seed,
+                                selection_rows=config.selection_rows if config.selectors else 0)
     counter = CountingPredict(adapter, prepared)
     outputs_all = _probe(counter, prepared)
     groups, output_labels, output_desc = _choose_outputs(outputs_all, adapter, config.output)
@@ -168,14 +170,28 @@ def run(model: Any, data: Any, config: XaiConfig) -> Explanations:
                             prepared=prepared, counter=counter, config=config, device=device,
                             row_outputs=row_outputs, f_x=f_x)
         checks = run_checks(ctx, registry, config, counter)
+    selections, selection_summary = {}, {}
+    if config.selectors:
+        from mlflow_xai.selecting import run_selectors
+
+        if prepared.selection_X is None:
+            raise XaiError("selectors choose among tabular features; this data is "
+                           f"{prepared.facts.get('data_type', 'not tabular')}.")
+        selections, selection_summary = run_selectors(
+            registry=registry, config=config, prepared=prepared, adapter=adapter,
+            counter=counter, device=device,
+            output_index=groups[0][1] if len(groups) == 1 else None)
     summary = _summary(adapter, prepared, config, device, output_desc, method_summary,
                        started, probe_rows)
+    if selection_summary:
+        summary["selectors"] = selection_summary
     summary["checks"] = {n: {k: c.get(k) for k in ("status", "seconds", "model_evals",
                                                    "reason", "error") if c.get(k) is not None}
                          for n, c in checks.items()}
     expl = Explanations.build(prepared=prepared, results=results, output_labels=output_labels,
                               summary=summary, model=adapter)
     expl.checks = checks
+    expl.selection = selections
     if config.policy is not None:
         from mlflow_xai.governance import evaluate_policy, load_policy
 
@@ -335,7 +351,7 @@ def _versions() -> dict[str, str]:
 def _summary(adapter: ModelAdapter, prepared: PreparedData, config: XaiConfig, device: str,
              output_desc: str, methods: dict[str, dict[str, Any]], started: float,
              probe_rows: int) -> dict[str, Any]:
-    statuses = [m["status"] for m in methods.values()]
+    statuses = [m["status"] for m in methods.values()] or ["ok"]
     status = "failed" if "failed" in statuses else "ok"
     if statuses and all(s != "ok" for s in statuses):
         status = "failed" if "failed" in statuses else "skipped"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -195,6 +197,32 @@ def _figures_plot(name: str, figures: dict, thresholds: dict, path: str) -> None
     ax.barh(range(len(values)), values, color=colours)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_title(f"{name} (green: passes its threshold, red: fails)")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def selection_plot(selection: Any, path: str) -> None:
+    """A selector's scores in ranking order; selected features dark, the others grey."""
+    ranking = selection.ranking[:MAX_FEATURES_SHOWN][::-1]
+    chosen = set(selection.selected)
+    scores = selection.scores.reindex(ranking).to_numpy(dtype=float)
+    fig = _figure(_height(len(ranking)))
+    ax = fig.add_subplot(1, 1, 1)
+    colours = ["#1f77b4" if f in chosen else "#c7c7c7" for f in ranking]
+    ax.barh(range(len(ranking)), scores, color=colours)
+    ax.set_yticks(range(len(ranking)), [str(f) for f in ranking])
+    ax.set_xlabel("score (larger = more relevant)")
+    title = f"{selection.name}: {len(chosen)} of {len(selection.ranking)} features selected"
+    if len(selection.ranking) > len(ranking):
+        title += f" (top {len(ranking)} ranks shown)"
+    ax.set_title(title)
+    stab = selection.stability
+    if stab.get("kuncheva") is not None or stab.get("jaccard") is not None:
+        parts = [f"{k} {stab[k]:.2f}" for k in ("kuncheva", "jaccard", "score_spearman")
+                 if stab.get(k) is not None]
+        ax.text(0.99, 0.01, f"bootstrap stability: {', '.join(parts)}", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=8, color="#555555")
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     fig.savefig(path)

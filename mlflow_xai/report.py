@@ -52,6 +52,8 @@ def render(expl: Any, root: Path) -> str:
     parts.append(_methods(s))
     if expl.checks:
         parts.append(_checks(expl.checks, root))
+    if getattr(expl, "selection", None):
+        parts.append(_selection(expl.selection, root))
     parts.append(_plots(expl, root))
     parts.append("<p class='muted'>Written by mlflow-xai "
                  f"{e(s['versions'].get('mlflow-xai'))}; all values computed in this run.</p>")
@@ -114,6 +116,10 @@ def _methods(s: dict) -> str:
         rows.append([e(name), f"<span class='{e(status)}'>{e(status)}</span>",
                      e(m.get("seconds")), e(m.get("model_evals")),
                      e(m.get("efficiency_max_abs_gap", "")), e(note)])
+    for name, c in (s.get("selectors") or {}).items():
+        rows.append([e(f"selector: {name}"), f"<span class='{e(c['status'])}'>"
+                     f"{e(c['status'])}</span>", e(c.get("seconds")), e(c.get("model_evals")),
+                     "", e(c.get("reason") or c.get("error") or "")])
     for name, c in (s.get("checks") or {}).items():
         rows.append([e(f"check: {name}"), f"<span class='{e(c['status'])}'>{e(c['status'])}"
                      "</span>", e(c.get("seconds")), e(c.get("model_evals")), "",
@@ -147,6 +153,30 @@ def _checks(checks: dict, root: Path) -> str:
             parts.append(_table([""] + methods, [[e(a)] + [e(f"{matrix[a][b]:.2f}")
                                                           for b in methods] for a in methods]))
         parts.append(_img(root / "plots" / f"check_{name}.png", f"{name} plot"))
+    return "\n".join(parts)
+
+
+def _selection(selection: dict, root: Path) -> str:
+    parts = ["<h2>Feature selection</h2>"]
+    rows = []
+    for name, sel in selection.items():
+        stab, retrain = sel.stability, sel.retrain
+
+        def fig(d: dict, key: str) -> str:
+            value = d.get(key)
+            return "-" if value is None else f"{value:.3f}"
+
+        rows.append([e(name), e(f"{len(sel.selected)} of {len(sel.ranking)}"),
+                     e(", ".join(map(str, sel.selected[:TOP_K]))
+                       + (" ..." if len(sel.selected) > TOP_K else "")),
+                     e(fig(stab, "kuncheva")), e(fig(stab, "jaccard")),
+                     e(fig(stab, "score_spearman")),
+                     e(fig(retrain, "gain") if retrain.get("status") == "ok"
+                       else retrain.get("reason", "-"))])
+    parts.append(_table(["selector", "selected", f"first {TOP_K} selected", "Kuncheva",
+                         "Jaccard", "score Spearman", "retrain gain over random"], rows))
+    for name in selection:
+        parts.append(_img(root / "plots" / f"selection_{name}.png", f"{name} selection"))
     return "\n".join(parts)
 
 

@@ -1,0 +1,304 @@
+"""Runs the feature selectors: each on the selection rows, then its stability over bootstrap
+resamples and, when the user gave an estimator or a scoring function, a ROAR-style retrain check.
+
+Stability figures (Kuncheva, 2007; Nogueira et al., 2018 for the context):
+
+* ``kuncheva``: mean pairwise Kuncheva consistency index of the top-``s`` subsets of the
+  resamples, ``s`` = the size of the subset selected on all rows. 1 = identical subsets,
+  about 0 = no better than chance (corrected for the overlap two random subsets would have).
+* ``jaccard``: mean pairwise Jaccard index of the subsets each resample selects by the
+  selector's own rule.
+* ``score_spearman``: mean pairwise Spearman correlation of the per-feature scores.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlflow_xai.base import ExplainTask, Selection
+from mlflow_xai.config import XaiConfig, normalize_methods
+from mlflow_xai.data import PreparedData
+from mlflow_xai.device import batch_rows
+from mlflow_xai.errors import ConfigError, XaiError
+
+_logger = logging.getLogger(__name__)
+
+#: Random subsets drawn for the retrain baseline (their scores are averaged).
+RANDOM_SUBSETS = 5
+#: Folds of the cross-validated retrain score when an estimator is given.
+RETRAIN_FOLDS = 3
+
+
+@dataclass
+class FeatureSelection:
+    """One selector's outcome, with feature names.
+
+    Attributes:
+        scores: Series feature -> score (larger = more relevant).
+        ranking: feature names, most relevant first.
+        selected: the selected feature names, in ranking order.
+        stability: Kuncheva index, Jaccard and score rank correlation over bootstrap resamples.
+        retrain: scores of a model retrained on the selected and on random subsets (or why not).
+    """
+
+    name: str
+    scores: pd.Series
+    ranking: list[str]
+    selected: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+    stability: dict[str, Any] = field(default_factory=dict)
+    retrain: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    model_evals: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"selector": self.name,
+                "scores": {str(k): float(v) for k, v in self.scores.items()},
+                "ranking": [str(f) for f in self.ranking],
+                "selected": [str(f) for f in self.selected],
+                "n_selected": len(self.selected), "params": _jsonable(self.params),
+                "stability": self.stability, "retrain": self.retrain, "info": self.info,
+                "seconds": self.seconds, "model_evals": self.model_evals}
+
+    def figures(self) -> dict[str, float]:
+        """The figures logged as metrics ``xai/selection/<name>/<figure>``."""
+        figures = {"n_selected": float(len(self.selected)), "seconds": self.seconds}
+        for key in ("kuncheva", "jaccard", "score_spearman"):
+            if self.stability.get(key) is not None:
+                figures[key] = float(self.stability[key])
+        for key in ("selected_score", "random_score", "gain"):
+            if self.retrain.get(key) is not None:
+                figures[f"retrain_{key}" if key != "gain" else "retrain_gain"] = \
+                    float(self.retrain[key])
+        return figures
+
+
+def run_selectors(*, registry: Any, config: XaiConfig, prepared: PreparedData, adapter: Any,
+                  counter: Any, device: str, output_index: int | None
+                  ) -> tuple[dict[str, FeatureSelection], dict[str, dict[str, Any]]]:
+    """Every requested selector; returns (results, summary entries)."""
+    requested = normalize_methods(config.selectors, valid=registry.names("selector"),
+                                  kind="selector")
+    if not requested:
+        return {}, {}
+    X, y = prepared.selection_X, prepared.selection_targets
+    names = prepared.feature_names
+    results: dict[str, FeatureSelection] = {}
+    summary: dict[str, dict[str, Any]] = {}
+    for name, params in requested.items():
+        info = registry.get(name, "selector")
+        selector = info.cls(**params)
+        entry: dict[str, Any] = {"plugin": info.plugin, "package": info.package,
+                                 "version": info.version, "params": selector.get_params(),
+                                 "rows": int(len(X))}
+        counter.rows = 0
+        t0 = time.perf_counter()
+        try:
+            task = _task(X, y, prepared, adapter, counter, config, device, output_index)
+            reason = selector.supports(task)
+            if reason is None and "targets" in info.cls.requires and y is None:
+                raise ConfigError(f"selector '{name}' needs targets: pass targets= (labels, one "
+                                  "per row, or the name of a column of data).")
+            if reason:
+                entry.update(status="skipped", reason=reason)
+            else:
+                selection = _validated(selector.select(task), len(names), name)
+                result = _named(name, selection, names, selector.get_params())
+                result.seconds = round(time.perf_counter() - t0, 4)
+                result.stability = _stability(selector, selection, X, y, prepared, adapter,
+                                              counter, config, device, output_index)
+                result.retrain = _retrain(config.retrain, selection, X, y, prepared,
+                                          config.seed)
+                result.model_evals = int(counter.rows)
+                results[name] = result
+                entry.update(status="ok", n_selected=len(result.selected))
+        except Exception as exc:
+            if config.strict or isinstance(exc, ConfigError):
+                if isinstance(exc, XaiError):
+                    raise
+                raise XaiError(f"selector '{name}' failed: {type(exc).__name__}: {exc}. Pass "
+                               "strict=False to record the failure and continue.") from exc
+            _logger.warning("mlflow-xai: selector %s failed: %s", name, exc)
+            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                         traceback=traceback.format_exc(limit=8))
+        entry["seconds"] = round(time.perf_counter() - t0, 4)
+        entry["model_evals"] = int(counter.rows)
+        summary[name] = entry
+    return results, summary
+
+
+def _task(X: np.ndarray, y: np.ndarray | None, prepared: PreparedData, adapter: Any,
+          counter: Any, config: XaiConfig, device: str, output_index: int | None,
+          seed: int | None = None) -> ExplainTask:
+    labels = list(adapter.classes) if adapter.classes is not None else None
+    categorical = tuple(i for i, c in enumerate(prepared.feature_names)
+                        if c in getattr(prepared.encoder, "categories", {}))
+    return ExplainTask(
+        predict=counter.scalar(output_index), X=X, background=prepared.background,
+        feature_names=prepared.feature_names, model=adapter, output_index=output_index,
+        output_label=labels[output_index] if labels and output_index is not None else None,
+        to_model_input=prepared.encoder.decode, targets=y,
+        seed=config.seed if seed is None else seed, device=device,
+        data_type=prepared.facts.get("data_type", "tabular"),
+        predict_tensor=counter.tensor(output_index),
+        forward_grad=counter.tensor(output_index, grad=True),
+        max_batch_rows=batch_rows(X.shape[1], device), categorical=categorical,
+        predict_full=counter.full, is_classifier=bool(adapter.is_classifier))
+
+
+def _validated(selection: Selection, d: int, name: str) -> Selection:
+    if not isinstance(selection, Selection):
+        raise XaiError(f"selector '{name}' returned {type(selection).__name__}, not a Selection.")
+    if selection.scores.shape != (d,):
+        raise XaiError(f"selector '{name}' returned {selection.scores.shape} scores for {d} "
+                       "features.")
+    if sorted(selection.ranking.tolist()) != list(range(d)):
+        raise XaiError(f"selector '{name}' returned a ranking that is not a permutation of the "
+                       f"{d} features.")
+    if len(selection.selected) and (selection.selected.min() < 0 or selection.selected.max() >= d):
+        raise XaiError(f"selector '{name}' selected feature indices outside 0..{d - 1}.")
+    return selection
+
+
+def _named(name: str, selection: Selection, names: list[str], params: dict[str, Any]
+           ) -> FeatureSelection:
+    position = {int(j): r for r, j in enumerate(selection.ranking)}
+    chosen = sorted(set(int(j) for j in selection.selected), key=position.__getitem__)
+    return FeatureSelection(
+        name=name, scores=pd.Series(selection.scores, index=pd.Index(names, name="feature"),
+                                    name=name),
+        ranking=[names[j] for j in selection.ranking], selected=[names[j] for j in chosen],
+        params=params, info=dict(selection.info))
+
+
+def _stability(selector: Any, selection: Selection, X: np.ndarray, y: np.ndarray | None,
+               prepared: PreparedData, adapter: Any, counter: Any, config: XaiConfig,
+               device: str, output_index: int | None) -> dict[str, Any]:
+    resamples = int(config.selection_bootstrap)
+    if resamples < 2:
+        return {"status": "skipped", "reason": "selection_bootstrap < 2"}
+    d, size = X.shape[1], len(selection.selected)
+    rng = np.random.default_rng(config.seed + 7919)
+    subsets, tops, scores = [], [], []
+    for b in range(resamples):
+        rows = rng.integers(0, len(X), size=len(X))
+        task = _task(X[rows], None if y is None else y[rows], prepared, adapter, counter, config,
+                     device, output_index, seed=config.seed + b + 1)
+        got = selector.select(task)
+        subsets.append(set(np.asarray(got.selected).tolist()))
+        tops.append(set(np.asarray(got.ranking)[:size].tolist()))
+        scores.append(np.asarray(got.scores, dtype=float))
+    pairs = list(itertools.combinations(range(resamples), 2))
+    return {
+        "status": "ok", "resamples": resamples, "subset_size": size,
+        "kuncheva": _mean([kuncheva(tops[a], tops[b], d) for a, b in pairs]),
+        "jaccard": _mean([jaccard(subsets[a], subsets[b]) for a, b in pairs]),
+        "score_spearman": _mean([_spearman(scores[a], scores[b]) for a, b in pairs]),
+    }
+
+
+def kuncheva(a: set[int], b: set[int], d: int) -> float | None:
+    """Kuncheva's consistency index of two subsets of equal size ``k`` out of ``d`` features:
+    ``(r d - k^2) / (k (d - k))`` with ``r = |a & b|``; undefined for ``k`` in ``{0, d}``."""
+    k = len(a)
+    if k != len(b) or k == 0 or k == d:
+        return None
+    r = len(a & b)
+    return (r * d - k * k) / (k * (d - k))
+
+
+def jaccard(a: set[int], b: set[int]) -> float:
+    union = a | b
+    return 1.0 if not union else len(a & b) / len(union)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    from scipy.stats import spearmanr
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(spearmanr(a, b).statistic)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(kept)) if kept else None
+
+
+def _retrain(retrain: Any, selection: Selection, X: np.ndarray, y: np.ndarray | None,
+             prepared: PreparedData, seed: int) -> dict[str, Any]:
+    """ROAR-style: score a model retrained on the selected features and on random subsets of the
+    same size; the gain over random says whether the selection carries the signal."""
+    if retrain is None:
+        return {"status": "skipped", "reason": "no retrain= estimator or scoring function given"}
+    if y is None:
+        return {"status": "skipped", "reason": "the retrain check needs targets"}
+    d, size = X.shape[1], len(selection.selected)
+    if size == 0 or size == d:
+        return {"status": "skipped",
+                "reason": f"{size} of {d} features selected: no random subset to compare with"}
+    score = _scorer(retrain, seed)
+    frame = prepared.encoder.decode(X)
+    columns = list(frame.columns) if isinstance(frame, pd.DataFrame) else None
+
+    def subset(indices: np.ndarray) -> Any:
+        indices = np.sort(indices)
+        if columns is not None:
+            return frame[[columns[j] for j in indices]]
+        return X[:, indices]
+
+    rng = np.random.default_rng(seed + 104729)
+    selected_score = score(subset(selection.selected), y)
+    randoms = [score(subset(rng.choice(d, size=size, replace=False)), y)
+               for _ in range(RANDOM_SUBSETS)]
+    random_score = float(np.mean(randoms))
+    return {"status": "ok", "method": _describe(retrain), "subset_size": size,
+            "selected_score": float(selected_score), "random_score": random_score,
+            "random_scores": [float(s) for s in randoms],
+            "gain": float(selected_score) - random_score}
+
+
+def _scorer(retrain: Any, seed: int) -> Callable[[Any, np.ndarray], float]:
+    if hasattr(retrain, "fit") and hasattr(retrain, "get_params"):
+        from sklearn.base import clone
+        from sklearn.model_selection import cross_val_score
+
+        def cv_score(Xs: Any, y: np.ndarray) -> float:
+            return float(np.mean(cross_val_score(clone(retrain), Xs, y, cv=RETRAIN_FOLDS)))
+
+        return cv_score
+    if callable(retrain):
+        def user_score(Xs: Any, y: np.ndarray) -> float:
+            value = retrain(Xs, y)
+            if not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
+                raise ConfigError(f"retrain function returned {value!r}; it must return a "
+                                  "finite score (higher is better).")
+            return float(value)
+
+        return user_score
+    raise ConfigError(f"retrain must be a scikit-learn estimator (cloned and cross-validated) or "
+                      f"a function score(X_subset, y) -> float, got {type(retrain).__name__}.")
+
+
+def _describe(retrain: Any) -> str:
+    if hasattr(retrain, "get_params"):
+        return f"{RETRAIN_FOLDS}-fold cross-validated {type(retrain).__name__}.score"
+    return getattr(retrain, "__name__", type(retrain).__name__)
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in params.items():
+        out[key] = value if isinstance(value, (int, float, str, bool, type(None), list, dict)) \
+            else repr(value)
+    return out
