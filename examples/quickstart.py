@@ -65,6 +65,8 @@ def main() -> None:
         print(f"  {method:24s} {', '.join(top)}")
     print(f"done in {time.perf_counter() - started:.1f} s")
     print(f"open the UI:  mlflow ui --backend-store-uri {args.tracking_uri}")
+    print(f"gate it:      MLFLOW_TRACKING_URI={args.tracking_uri} mlflow-xai check "
+          f"--run-id {run.info.run_id} --policy examples/governance/policy.yaml")
 
 
 def _walk(client: mlflow.MlflowClient, run_id: str, path: str) -> list[str]:

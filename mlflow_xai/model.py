@@ -7,7 +7,9 @@ The adapter keeps the raw model when there is one, so tree and gradient methods 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,10 +114,26 @@ def _from_uri(uri: str, device: str) -> ModelAdapter:
     import mlflow
 
     try:
-        pyfunc = mlflow.pyfunc.load_model(uri)
+        with _quiet_artifact_downloads():
+            pyfunc = mlflow.pyfunc.load_model(uri)
     except Exception as exc:
         raise ConfigError(f"could not load the MLflow model '{uri}': {exc}") from exc
     return _from_pyfunc(pyfunc, device, uri=uri)
+
+
+@contextlib.contextmanager
+def _quiet_artifact_downloads() -> Iterator[None]:
+    """Loading a model is our internal step, not the user's download: no progress bar for it
+    (unless the user set MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR explicitly)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
 
 
 def _from_pyfunc(pyfunc: Any, device: str, uri: str | None) -> ModelAdapter:
