@@ -17,7 +17,12 @@ def cli() -> None:
     Examples:
       mlflow-xai methods                       # what can explain my model?
       mlflow-xai explain --model-uri models:/m-123 --data eval.parquet --targets label
+      mlflow-xai check --run-id <run id> --policy policy.yaml
     """
+    import os
+
+    # Reading a run's artifacts is a step of ours, not a download the user asked to watch.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @cli.command("methods")
