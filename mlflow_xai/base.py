@@ -19,6 +19,9 @@ from mlflow_xai.errors import ConfigError
 if TYPE_CHECKING:
     from mlflow_xai.model import ModelAdapter
 
+#: Explained rows per chunk for methods that do not choose (see Explainer.rows_per_chunk).
+DEFAULT_CHUNK_ROWS = 64
+
 #: What a method may need from the model.
 REQUIREMENTS = {
     "predict": "black-box predict",
@@ -50,7 +53,8 @@ class ExplainTask:
     data_type: str = "tabular"
     #: (C, H, W) for image data; ``X`` and ``background`` hold images flattened to C*H*W.
     image_shape: tuple[int, int, int] | None = None
-    chunk_rows: int = 64
+    #: Rows per ``explain_rows`` call (progress granularity); None lets the method choose.
+    chunk_rows: int | None = None
     on_rows_done: Callable[[int], None] = lambda n: None
     #: Tensor (m, n_features) on ``device`` -> tensor (m,) of the explained output, no grad.
     predict_tensor: Callable[[Any], Any] | None = None
@@ -58,6 +62,9 @@ class ExplainTask:
     forward_grad: Callable[[Any], Any] | None = None
     #: Rows per model call allowed by the device memory budget.
     max_batch_rows: int = 65536
+    #: Methods that call the model outside ``predict``/``forward_grad`` (e.g. through Captum)
+    #: report the rows they pushed through it here, so that ``model_evals`` stays exact.
+    count_model_rows: Callable[[int], None] = lambda n: None
     #: Indices of categorical columns (integer codes in ``X``); used by selectors.
     categorical: tuple[int, ...] = ()
     #: All model outputs for a float matrix, ``(m,)`` or ``(m, k)``; counted like ``predict``.
@@ -175,10 +182,17 @@ class Explainer(Method):
         """Explain every row of ``task.X``, a chunk at a time so that progress can be shown."""
         params = self.validate_params()
         parts: list[Attribution] = []
-        for start, stop in chunks(len(task.X), task.chunk_rows):
+        size = task.chunk_rows or self.rows_per_chunk(task, params)
+        for start, stop in chunks(len(task.X), size):
             parts.append(self.explain_rows(task, task.X[start:stop], params))
             task.on_rows_done(stop - start)
         return _concat(parts)
+
+    def rows_per_chunk(self, task: ExplainTask, params: dict[str, Any]) -> int:
+        """Rows per :meth:`explain_rows` call when the task does not say. Sampling methods
+        already batch many model rows per explained row, so a small chunk keeps the progress
+        bar moving at no cost; methods with few model rows per row override this."""
+        return DEFAULT_CHUNK_ROWS
 
     def explain_rows(
         self, task: ExplainTask, X: np.ndarray, params: dict[str, Any]

@@ -57,7 +57,7 @@ def build_context(*, registry: Any, methods: dict[str, dict], results: dict[str,
                 image_shape=getattr(prepared.encoder, "shape", None),
                 predict_tensor=runner.tensor(output_index),
                 forward_grad=runner.tensor(output_index, grad=True),
-                max_batch_rows=batch_rows(X.shape[1], device))
+                max_batch_rows=batch_rows(X.shape[1], device), count_model_rows=runner.count)
             got = explainer.explain(task).values
             if values is None:
                 values = np.zeros((len(X), got.shape[1]))

@@ -46,6 +46,10 @@ class CountingPredict:
             parts.append(self.model.predict(self.encoder.decode(chunk)))
         return np.concatenate(parts, axis=0)
 
+    def count(self, rows: int) -> None:
+        """Rows a method pushed through the model by itself (e.g. Captum's DeepLift)."""
+        self.rows += int(rows)
+
     def tensor(self, output_index: int | None, *, grad: bool = False) -> Callable | None:
         """Tensor in, tensor out on the device. Torch modules run natively (``grad=True`` keeps
         the graph); other models go through ``predict`` on the CPU."""
@@ -281,6 +285,7 @@ def _run_method(explainer: Any, prepared: PreparedData, adapter: ModelAdapter,
             data_type=prepared.facts.get("data_type", "tabular"),
             image_shape=getattr(prepared.encoder, "shape", None),
             on_rows_done=bar.update,
+            count_model_rows=counter.count,
         )
         reason = explainer.supports(task)
         if reason:

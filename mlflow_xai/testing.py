@@ -83,7 +83,7 @@ def interaction_model(X: np.ndarray) -> np.ndarray:
 
 
 def make_task(explainer: Explainer, *, problem: str = "linear", seed: int = 0,
-              chunk_rows: int = 64) -> tuple[ExplainTask, Callable[[np.ndarray], np.ndarray]]:
+              chunk_rows: int | None = None) -> tuple[ExplainTask, Callable[[np.ndarray], np.ndarray]]:
     """A task the explainer can run on, and the scalar function it explains.
 
     ``problem`` is 'linear' or 'interaction' for black-box methods; methods that need tree
@@ -124,7 +124,7 @@ def quadrant_model(X: np.ndarray) -> np.ndarray:
     return images[:, 0, :4, :4].mean(axis=(1, 2)) ** 2
 
 
-def _image_task(seed: int = 0, chunk_rows: int = 64
+def _image_task(seed: int = 0, chunk_rows: int | None = None
                 ) -> tuple[ExplainTask, Callable[[np.ndarray], np.ndarray]]:
     rng = np.random.default_rng(5)
     size = int(np.prod(IMAGE_SHAPE))
@@ -156,7 +156,7 @@ def _torch_problem(problem: str) -> tuple[Any, Callable]:
 
 
 def _run(method: str | type[Explainer], *, problem: str = "linear", seed: int = 0,
-         chunk_rows: int = 64, **params: Any) -> tuple[Attribution, ExplainTask, Callable]:
+         chunk_rows: int | None = None, **params: Any) -> tuple[Attribution, ExplainTask, Callable]:
     cls = get_registry().get(method).cls if isinstance(method, str) else method
     valid = {k: v for k, v in {**ACCURATE_PARAMS, **params}.items() if k in cls.defaults}
     explainer = cls(**valid)

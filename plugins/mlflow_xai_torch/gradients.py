@@ -48,6 +48,14 @@ class _GradientExplainer(Explainer):
     requires: ClassVar[tuple[str, ...]] = ("gradients",)
     data_types: ClassVar[tuple[str, ...]] = ("tabular", "image")
     stochastic: ClassVar[bool] = False
+    #: The parameter that says how many gradient rows each explained row costs (None: one).
+    samples_param: ClassVar[str | None] = None
+
+    def rows_per_chunk(self, task: ExplainTask, params: dict[str, Any]) -> int:
+        # A few gradient rows per explained row: fill whole device batches, as Captum does
+        # with all rows at once, instead of many small forward/backward passes.
+        per_row = max(1, int(params[self.samples_param])) if self.samples_param else 1
+        return max(1, task.max_batch_rows // per_row)
 
 
 class Saliency(_GradientExplainer):
@@ -78,6 +86,7 @@ class IntegratedGradients(_GradientExplainer):
         "quadrature; attributions sum to f(x) - f(baseline) up to quadrature error.")
     #: n_steps: quadrature points (gradient calls per row); baseline: 'mean' or 'zeros'.
     defaults: ClassVar[dict[str, Any]] = {"n_steps": 50, "baseline": "mean"}
+    samples_param: ClassVar[str | None] = "n_steps"
 
     def explain_rows(self, task: ExplainTask, X: np.ndarray, params: dict[str, Any]
                      ) -> Attribution:
@@ -108,24 +117,22 @@ class _NoisyGradients(_GradientExplainer):
     #: n_samples: noisy copies per row (gradient calls per row); noise_level: noise standard
     #: deviation as a fraction of each feature's standard deviation in the background.
     defaults: ClassVar[dict[str, Any]] = {"n_samples": 50, "noise_level": 0.15}
+    samples_param: ClassVar[str | None] = "n_samples"
 
     def explain(self, task: ExplainTask) -> Attribution:
-        import torch
-
-        self._generator = torch.Generator(device=task.device).manual_seed(task.seed)
+        # NumPy draws its stream value by value, so each row gets the same noise whatever the
+        # chunk size or device (torch's CPU normal_ changes with the tensor size).
+        self._rng = np.random.default_rng(task.seed)
         return super().explain(task)
 
     def noisy_gradients(self, task: ExplainTask, X: np.ndarray, params: dict[str, Any]):
-        import torch
-
         k = int(params["n_samples"])
         if k < 1:
             raise ConfigError(f"n_samples must be at least 1, got {k}.")
         x = as_tensor(X, task.device)
         sigma = as_tensor(task.background.std(axis=0) * float(params["noise_level"]),
                           task.device)
-        noise = torch.randn((len(x), k, task.n_features), generator=self._generator,
-                            dtype=torch.float64, device=task.device)
+        noise = as_tensor(self._rng.standard_normal((len(x), k, task.n_features)), task.device)
         noisy = x[:, None, :] + noise * sigma
         return input_gradients(task, noisy.reshape(-1, task.n_features)).reshape(len(x), k, -1)
 
@@ -166,22 +173,26 @@ class GradientShap(_GradientExplainer):
     stochastic: ClassVar[bool] = True
     #: n_samples: (baseline, alpha) draws per row (gradient calls per row).
     defaults: ClassVar[dict[str, Any]] = {"n_samples": 50}
+    samples_param: ClassVar[str | None] = "n_samples"
 
     def explain(self, task: ExplainTask) -> Attribution:
-        import torch
-
-        self._generator = torch.Generator(device=task.device).manual_seed(task.seed)
+        self._rng = np.random.default_rng(task.seed)  # chunk- and device-independent draws
         return super().explain(task)
 
     def explain_rows(self, task, X, params):
         import torch
 
         k = int(params["n_samples"])
+        if k < 1:
+            raise ConfigError(f"n_samples must be at least 1, got {k}.")
         x = as_tensor(X, task.device)
         bg = as_tensor(task.background, task.device)
-        pick = torch.randint(len(bg), (len(x), k), generator=self._generator, device=task.device)
-        alpha = torch.rand((len(x), k, 1), generator=self._generator, dtype=torch.float64,
-                           device=task.device)
+        # One draw per row holds both its baseline picks and its alphas: rows stay aligned
+        # with the stream however the rows are chunked.
+        u = self._rng.random((len(x), k, 2))
+        pick = as_tensor(np.minimum((u[..., 0] * len(bg)).astype(np.int64), len(bg) - 1),
+                         task.device, dtype=torch.long)
+        alpha = as_tensor(u[..., 1:], task.device)
         b = bg[pick]                                                  # (R, K, M)
         delta = x[:, None, :] - b
         grads = input_gradients(task, (b + alpha * delta).reshape(-1, task.n_features))
@@ -222,6 +233,7 @@ class DeepLift(_GradientExplainer):
             out = module(x[:1])
         target = None if out.ndim == 1 else (task.output_index or 0)
         attr = CaptumDeepLift(module).attribute(x, baselines=base, target=target)
+        task.count_model_rows(2 * len(x))  # Captum runs inputs and baselines as one batch
         f_base = float(_f(task, base[:1].reshape(1, -1).to(torch.float64))[0])
         return Attribution(values=attr.detach().to(torch.float64).reshape(len(X), -1)
                            .cpu().numpy(),
