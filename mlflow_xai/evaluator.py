@@ -123,4 +123,10 @@ def _artifacts(expl: Any, run_id: str) -> dict[str, Any]:
             out[f"xai_{method}_beeswarm"] = ImageEvaluationArtifact(
                 uri=f"{root}/plots/{method}_beeswarm.png")
         out[f"xai_{method}_bar"] = ImageEvaluationArtifact(uri=f"{root}/plots/{method}_bar.png")
+    for name in expl.selection:
+        out[f"xai_selection_{name}"] = JsonEvaluationArtifact(uri=f"{root}/selection/{name}.json")
+        out[f"xai_selection_{name}_plot"] = ImageEvaluationArtifact(
+            uri=f"{root}/plots/selection_{name}.png")
+    if expl.checks:
+        out["xai_stability"] = JsonEvaluationArtifact(uri=f"{root}/stability.json")
     return out
