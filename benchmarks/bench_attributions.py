@@ -613,7 +613,7 @@ def speed_table(section: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]
             notes.append("shared perturbations: evals = n_samples - 1 + rows, not "
                          "rows x n_samples")
         if r.impl == "ours" and r.method == "deeplift":
-            notes.append("evals undercounted: Captum calls the module directly")
+            notes.append("evals = inputs + baselines Captum runs in one pass, counted by us")
         if is_gradient(r):
             notes.append("floor uses fwd+grad throughput")
         if r.impl == "ours" and r.extra.get("peak_memory_mb") is not None:
