@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -185,6 +186,151 @@ def _print_outcome(run_id: str, outcome: dict) -> None:
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths + [0])))
     click.echo(f"governance: {outcome['verdict'].upper()}")
+
+
+@cli.command("watch")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", required=True,
+              help="Tracking server to watch. Default: $MLFLOW_TRACKING_URI.")
+@click.option("--experiment", "experiments", multiple=True,
+              help="Experiment name or id to watch (repeatable). Default: every active one, "
+                   "including experiments created later.")
+@click.option("--registered-model", "registered_models", multiple=True,
+              help="Also explain new versions of this registered model (repeatable); the "
+                   "version gets the status and governance tags too.")
+@click.option("--policy", "policy_path", default=None, type=click.Path(exists=True,
+              dir_okay=False), help="Governance policy YAML applied to every explained model.")
+@click.option("--config", "config_path", default=None, type=click.Path(exists=True,
+              dir_okay=False),
+              help="YAML: 'data' (reference .parquet/.csv, used when a model's run has no data "
+                   "set), 'targets' (label column) and any explain() option (explainers, "
+                   "checks, max_rows, ...).")
+@click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between polls.")
+@click.option("--max-backoff", default=30.0, show_default=True,
+              type=click.FloatRange(min=0.1),
+              help="Longest wait between retries while the server is unreachable (seconds; "
+                   "waits double from 1 s).")
+@click.option("--since", default=None,
+              type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+              help="Ignore models created before this local date/time (bounds the backlog on "
+                   "a first start). Default: every model.")
+@click.option("--min-age", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="Explain a model only once it is this many seconds old, so that a client "
+                   "running mlflow_xai.autolog has tagged it first (it is then not explained "
+                   "twice). Raise it above your autolog time; 0 to explain at once.")
+@click.option("--claim-timeout", default=3600.0, show_default=True,
+              type=click.FloatRange(min=1),
+              help="A model claimed by a watcher on another host that has not finished after "
+                   "this many seconds is taken over.")
+@click.option("--once", is_flag=True, help="Poll once, handle what is new, and exit.")
+@click.option("-v", "--verbose", is_flag=True, help="Also log polls that found nothing new.")
+def watch_command(tracking_uri: str, experiments: tuple[str, ...],
+                  registered_models: tuple[str, ...], policy_path: str | None,
+                  config_path: str | None, interval: float, max_backoff: float, since: Any,
+                  min_age: float, claim_timeout: float, once: bool, verbose: bool) -> None:
+    """Explain every new model on a tracking server, as a long-running service.
+
+    \b
+    What it polls: every --interval seconds, the LoggedModels of the watched experiments
+    (MLflow 3 models: mlflow.<flavor>.log_model) and the versions of each --registered-model.
+    Each READY model at least --min-age seconds old is explained once, on a CSV/parquet data
+    set logged to its run (mlflow.log_input, contexts eval/validation/test first), else on
+    the reference 'data' of --config. Artifacts (xai/...) and metrics go to the model's
+    source run; tags mlflow_xai.status (ok|failed|skipped) and, with --policy,
+    mlflow_xai.governance go on the run, the LoggedModel and the model version. Models
+    already explained (autolog, evaluator: tag mlflow_xai.status present) are not explained
+    again. A model that fails gets mlflow_xai.status=failed and mlflow_xai.error; the
+    watcher goes on.
+
+    \b
+    Where state is kept: on the tracking server, as the tag mlflow_xai.watch=running|done|
+    failed|skipped on each LoggedModel / model version (no local state file). A restart, on
+    this or another host, neither repeats nor skips a model. To redo a model, delete its
+    tags mlflow_xai.watch and mlflow_xai.status.
+
+    \b
+    Outages: while the server is unreachable the watcher logs
+    "tracking server unreachable (...); retrying in Ns", backs off (1, 2, 4, ... up to
+    --max-backoff s) and resumes where it left off.
+
+    \b
+    How to stop: SIGTERM or Ctrl-C finishes the model being explained, then exits 0. A second
+    signal aborts at once (the model's claim is taken up again by the next watcher).
+
+    \b
+    Example:
+      mlflow-xai watch --tracking-uri http://mlflow:5000 --experiment fraud \\
+          --registered-model fraud-model --policy policy.yaml --config watch.yaml
+    \b
+      # watch.yaml
+      data: reference.parquet        # optional; relative to this file
+      targets: label
+      explainers: {kernel_shap: {n_samples: 256}}
+      max_rows: 200
+    """
+    import logging
+    import signal
+    import threading
+
+    from mlflow_xai.errors import ConfigError
+    from mlflow_xai.watch import WatchConfig, Watcher, describe, is_unreachable, short_reason
+
+    _setup_watch_logging(verbose)
+    log = logging.getLogger("mlflow_xai.watch")
+    try:
+        config = WatchConfig.load(config_path, policy=policy_path)
+        watcher = Watcher(tracking_uri, experiments=experiments,
+                          registered_models=registered_models, config=config,
+                          interval=interval, max_backoff=max_backoff,
+                          claim_timeout=claim_timeout, min_age=min_age,
+                          since_ms=int(since.timestamp() * 1000) if since else None)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if once:
+        try:
+            handled = watcher.poll_once()
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            click.echo(f"error: tracking server unreachable ({short_reason(exc)})", err=True)
+            sys.exit(1)
+        log.info("poll: %s", describe(handled))
+        return
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():  # second signal: abandon the current model now
+            log.warning("%s again: aborting", signal.Signals(signum).name)
+            raise KeyboardInterrupt
+        log.info("%s: stopping after the current model (send again to abort)",
+                 signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("watching %s: experiments %s, registered models %s, every %gs; state in tags "
+             "mlflow_xai.watch on the server (owner %s)", tracking_uri,
+             ", ".join(experiments) or "all", ", ".join(registered_models) or "none", interval,
+             watcher.owner)
+    try:
+        watcher.run_forever(stop)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _setup_watch_logging(verbose: bool) -> None:
+    """Timestamped lines on stderr for our logger only (MLflow keeps its own handlers)."""
+    import logging
+
+    logger = logging.getLogger("mlflow_xai.watch")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s mlflow-xai watch: "
+                                               "%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
 
 
 if __name__ == "__main__":  # pragma: no cover

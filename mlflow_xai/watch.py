@@ -1,0 +1,713 @@
+"""Watch service: explain every new LoggedModel and registered model version on a tracking server.
+
+``mlflow-xai watch`` polls the server, explains each model once, applies the governance policy
+and writes the usual ``xai/`` artifacts, metrics and tags (the same as autolog does).
+
+State lives on the tracking server, as tags on each model (no local state file), so a restart,
+even on another host, neither repeats nor skips work:
+
+* ``mlflow_xai.watch``: ``running`` (claimed), ``done``, ``failed`` or ``skipped``. A model with
+  ``done``/``failed``/``skipped`` is never looked at again; delete this tag and
+  ``mlflow_xai.status`` to have it redone.
+* ``mlflow_xai.watch.owner``: ``host:pid:token`` of the watcher that claimed it;
+  ``mlflow_xai.watch.time``: when the tag was last written (epoch seconds);
+  ``mlflow_xai.watch.reason``: why a model was skipped.
+* ``mlflow_xai.status`` / ``mlflow_xai.error`` / ``mlflow_xai.governance`` as written by the rest
+  of mlflow-xai. A model that already has ``mlflow_xai.status`` (explained by autolog, the
+  evaluator or the CLI) is not explained again.
+
+A claim (``running``) left behind by a watcher that died is taken over at once by a watcher on
+the same host (the owner's pid is gone) and by any watcher after ``claim_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow_xai.errors import ConfigError, XaiError
+
+_logger = logging.getLogger("mlflow_xai.watch")
+
+WATCH_TAG = "mlflow_xai.watch"
+OWNER_TAG = "mlflow_xai.watch.owner"
+TIME_TAG = "mlflow_xai.watch.time"
+REASON_TAG = "mlflow_xai.watch.reason"
+STATUS_TAG = "mlflow_xai.status"
+TERMINAL = ("done", "failed", "skipped")
+#: Copied from an explained LoggedModel onto the registered version that points at it.
+MIRRORED_TAGS = (STATUS_TAG, "mlflow_xai.governance", "mlflow_xai.run_id", "mlflow_xai.error")
+#: Model version tag values are capped by the server (5000 chars); stay well below.
+MAX_TAG_VALUE = 1000
+#: Keys of the --config YAML that are the watcher's own; every other key is an explain() option.
+OWN_CONFIG_KEYS = frozenset({"data"})
+_MODEL_ID_SOURCE = re.compile(r"^models:/(m-[0-9a-f]+)/?$")
+#: Between full listings, only models created after the oldest unfinished one are listed.
+FULL_SCAN_EVERY = 60
+#: Slack on that cursor for server replicas whose clocks disagree (milliseconds).
+CURSOR_SLACK_MS = 120_000
+
+
+class ServerUnreachable(Exception):
+    """The tracking server did not answer; the watcher backs off and tries again."""
+
+
+_UNREACHABLE_MESSAGE = re.compile(
+    r"Max retries exceeded|Connection refused|Failed to establish a new connection|"
+    r"Connection reset|Connection aborted|Read timed out|RemoteDisconnected|"
+    r"too many (502|503|504) error responses|status code (502|503|504)", re.IGNORECASE)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Does ``exc`` (or anything in its cause/context chain) say the server is not answering?
+
+    MLflow wraps connection failures in MlflowException (sometimes twice, with a misleading
+    "may have been deleted" message around it), so the whole chain is inspected.
+    """
+    import requests
+    import urllib3.exceptions
+
+    transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                 requests.exceptions.RetryError, urllib3.exceptions.MaxRetryError,
+                 urllib3.exceptions.NewConnectionError, ConnectionError, TimeoutError,
+                 ServerUnreachable)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, transient):
+            return True
+        if getattr(current, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
+            return True
+        if _UNREACHABLE_MESSAGE.search(str(current)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def short_reason(exc: BaseException) -> str:
+    """The innermost cause, one line: ``ConnectionRefusedError: [Errno 111] Connection refused``."""
+    seen: set[int] = set()
+    current, innermost = exc, exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        innermost = current
+        current = current.__cause__ or current.__context__
+    text = " ".join(str(innermost).split()) or "no message"
+    return f"{type(innermost).__name__}: {text[:200]}"
+
+
+@dataclass
+class WatchConfig:
+    """What to explain with: ``explain()`` options plus optional reference data."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    reference: Any = None  # DataFrame used when a model's run has no loadable data set
+    reference_path: str | None = None
+
+    @property
+    def targets(self) -> str | None:
+        targets = self.options.get("targets")
+        return targets if isinstance(targets, str) else None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None, *, policy: Any = None) -> WatchConfig:
+        """Read the ``--config`` YAML (``data``, ``targets`` and any explain() option).
+
+        Unknown keys, methods and parameters are refused here, before the watcher starts.
+        """
+        import yaml
+
+        from mlflow_xai.config import XaiConfig, check_methods
+
+        mapping: dict[str, Any] = {}
+        if path is not None:
+            path = Path(path)
+            try:
+                mapping = yaml.safe_load(path.read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"cannot read watch config {path}: {exc}") from exc
+            if not isinstance(mapping, dict):
+                raise ConfigError(f"watch config {path} must be a mapping, e.g. "
+                                  "{data: eval.parquet, targets: label, max_rows: 200}.")
+        options = {k: v for k, v in mapping.items() if k not in OWN_CONFIG_KEYS}
+        options.setdefault("strict", False)  # as in autolog: a failing method is recorded
+        if policy is not None:
+            options["policy"] = policy
+        config = XaiConfig.from_mapping(options, ignore=OWN_CONFIG_KEYS, where="watch config")
+        check_methods(config)
+        reference, reference_path = None, None
+        if mapping.get("data") is not None:
+            # A relative path is relative to the config file, not to the watcher's cwd.
+            reference_path = str((Path(path).parent / str(mapping["data"])).resolve())
+            reference = _read_table(reference_path)
+            if config.targets is not None and config.targets not in reference.columns:
+                raise ConfigError(f"targets column '{config.targets}' is not in {reference_path} "
+                                  f"(columns: {', '.join(map(str, reference.columns))}).")
+        return cls(options=options, reference=reference, reference_path=reference_path)
+
+
+def _read_table(path: str) -> Any:
+    import pandas as pd
+
+    if not Path(path).exists():
+        raise ConfigError(f"reference data {path} does not exist.")
+    if path.endswith(".parquet"):
+        return pd.read_parquet(path)
+    if path.endswith(".csv"):
+        return pd.read_csv(path)
+    raise ConfigError(f"reference data must be a .parquet or .csv file, got {path}.")
+
+
+@dataclass
+class Handled:
+    """One model the watcher dealt with during a poll."""
+
+    kind: str  # "logged model" | "model version"
+    key: str  # model id, or name/version
+    outcome: str  # done | failed | skipped
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class _Target:
+    """A model to explain and where its tags go."""
+
+    kind: str
+    key: str
+    uri: str
+    run_id: str | None
+    model_id: str | None
+    registered: tuple[str, str] | None
+    tags: dict[str, str]
+    set_tags: Callable[[dict[str, str]], None]
+    get_tags: Callable[[], dict[str, str]]
+
+
+class Watcher:
+    """Polls one tracking server and explains what is new.
+
+    The process-wide MLflow tracking URI is set to ``tracking_uri``: the explanation code logs
+    through ``MlflowClient()``, as autolog does, so a watcher owns its process.
+    """
+
+    def __init__(self, tracking_uri: str, *, experiments: tuple[str, ...] | list[str] = (),
+                 registered_models: tuple[str, ...] | list[str] = (),
+                 config: WatchConfig | None = None, interval: float = 10.0,
+                 max_backoff: float = 30.0, claim_timeout: float = 3600.0,
+                 since_ms: int | None = None, min_age: float = 30.0) -> None:
+        # Our own back-off replaces MLflow's (7 retries, minutes of silence): fail fast, log why.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import mlflow
+        from mlflow import MlflowClient
+
+        mlflow.set_tracking_uri(tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        self.experiments = list(experiments)
+        self.registered_models = list(registered_models)
+        self.config = config or WatchConfig.load(None)
+        self.interval = float(interval)
+        self.max_backoff = float(max_backoff)
+        self.claim_timeout = float(claim_timeout)
+        self.since_ms = since_ms
+        self.min_age = float(min_age)
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._policy = None
+        if self.config.options.get("policy") is not None:
+            from mlflow_xai.governance import load_policy
+
+            self._policy = load_policy(self.config.options["policy"])
+        self._missing_experiments: set[str] = set()
+        self._errored: set[str] = set()
+        self._cursor_ms: int | None = None  # in memory only: a restart lists everything once
+        self._scans = 0
+
+    # ------------------------------------------------------------------ loop
+
+    def run_forever(self, stop_event: threading.Event) -> None:
+        """Poll every ``interval`` seconds until ``stop_event`` is set.
+
+        An unreachable server (or any unexpected error while listing) never ends the loop: one
+        log line, then exponential back-off (1, 2, 4, ... ``max_backoff`` s).
+        """
+        delay = 0.0
+        outage_since: float | None = None
+        polls = 0
+        while not stop_event.is_set():
+            try:
+                handled = self.poll_once(stop_event)
+            except Exception as exc:
+                delay = min(self.max_backoff, delay * 2 if delay else 1.0)
+                if outage_since is None:
+                    outage_since = time.monotonic()
+                down = time.monotonic() - outage_since
+                if is_unreachable(exc) and down < 0.5:
+                    _logger.warning("tracking server unreachable (%s); retrying in %gs",
+                                    short_reason(exc), delay)
+                elif is_unreachable(exc):
+                    _logger.warning("tracking server still unreachable after %.0fs (%s); "
+                                    "retrying in %gs", down, short_reason(exc), delay)
+                else:
+                    _logger.exception("poll failed; retrying in %gs", delay)
+                stop_event.wait(delay)
+                continue
+            polls += 1
+            if outage_since is not None:
+                _logger.info("tracking server reachable again after %.1fs",
+                             time.monotonic() - outage_since)
+                outage_since, delay = None, 0.0
+            level = logging.INFO if handled or polls == 1 else logging.DEBUG
+            _logger.log(level, "poll %d: %s", polls, describe(handled))
+            stop_event.wait(self.interval)
+        _logger.info("stopped")
+
+    def poll_once(self, stop_event: threading.Event | None = None) -> list[Handled]:
+        """List what is new and handle it, oldest first; return what was done.
+
+        Raises when the server cannot be reached (nothing half-recorded is left behind: a model
+        being explained keeps its ``running`` claim and is taken up again on the next poll).
+        """
+        handled: list[Handled] = []
+        stopping = stop_event.is_set if stop_event is not None else (lambda: False)
+        floor = None if self._scans % FULL_SCAN_EVERY == 0 else self._cursor_ms
+        models = list(self._logged_models(self._experiment_ids(), floor))
+        newest, oldest_open = floor or 0, None
+        for model in models:
+            if stopping():
+                return handled
+            created = model.creation_timestamp or 0
+            newest = max(newest, created)
+            results = self._guarded(f"logged model {model.model_id}",
+                                    lambda m=model: [self._consider_logged_model(m)])
+            handled.extend(r for r in results if r is not None)
+            if not any(results) and not self._finished(model) and (
+                    oldest_open is None or created < oldest_open):
+                oldest_open = created  # still to do (too young, pending, claimed elsewhere)
+        self._scans += 1
+        self._cursor_ms = max(0, (oldest_open if oldest_open is not None else newest)
+                              - CURSOR_SLACK_MS)
+        for name in self.registered_models:
+            for version in list(self._versions(name)):
+                if stopping():
+                    return handled
+                handled.extend(self._guarded(f"model version {name}/{version.version}",
+                                             lambda v=version: self._consider_version(v)))
+        return handled
+
+    def _guarded(self, label: str, handle: Callable[[], list[Handled | None]]
+                 ) -> list[Handled | None]:
+        """One model's trouble (say, a tag the server refuses) must not stall the others; an
+        unreachable server still ends the poll, to back off."""
+        try:
+            return handle()
+        except Exception as exc:
+            if is_unreachable(exc):
+                raise
+            # The traceback once per model, a line on later polls.
+            _logger.error("error while handling %s; trying again next poll: %s", label,
+                          short_line(f"{type(exc).__name__}: {exc}", 300),
+                          exc_info=label not in self._errored)
+            self._errored.add(label)
+            return []
+
+    # ------------------------------------------------------------------ listing
+
+    def _experiment_ids(self) -> list[str]:
+        from mlflow.entities import ViewType
+
+        if not self.experiments:
+            ids, token = [], None
+            while True:
+                page = self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY,
+                                                      max_results=1000, page_token=token)
+                ids.extend(e.experiment_id for e in page)
+                token = page.token
+                if not token:
+                    return ids
+        ids = []
+        for ref in self.experiments:
+            experiment = self.client.get_experiment_by_name(ref)
+            if experiment is None and ref.isdigit():
+                experiment = self._experiment_by_id(ref)
+            if experiment is None:
+                if ref not in self._missing_experiments:  # say it once, not every poll
+                    _logger.warning("experiment '%s' not found (yet); still watching for it", ref)
+                    self._missing_experiments.add(ref)
+                continue
+            self._missing_experiments.discard(ref)
+            ids.append(experiment.experiment_id)
+        return ids
+
+    def _experiment_by_id(self, experiment_id: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_experiment(experiment_id)
+        except MlflowException as exc:
+            if is_unreachable(exc):
+                raise
+            return None
+
+    def _logged_models(self, experiment_ids: list[str], floor_ms: int | None = None
+                       ) -> Iterator[Any]:
+        where = f"creation_timestamp >= {int(floor_ms)}" if floor_ms else None
+        for start in range(0, len(experiment_ids), 100):
+            chunk, token = experiment_ids[start:start + 100], None
+            while True:
+                page = self.client.search_logged_models(
+                    experiment_ids=chunk, filter_string=where, max_results=100, page_token=token,
+                    order_by=[{"field_name": "creation_timestamp", "ascending": True}])
+                yield from page
+                token = page.token
+                if not token:
+                    break
+
+    def _versions(self, name: str) -> Iterator[Any]:
+        token = None
+        escaped = name.replace("'", "\\'")
+        while True:
+            page = self.client.search_model_versions(f"name = '{escaped}'", max_results=200,
+                                                     page_token=token)
+            yield from sorted(page, key=lambda mv: int(mv.version))
+            token = page.token
+            if not token:
+                return
+
+    # ------------------------------------------------------------------ per model
+
+    def _logged_model_target(self, model: Any, registered: tuple[str, str] | None = None
+                             ) -> _Target:
+        model_id = model.model_id
+
+        def get_tags() -> dict[str, str]:
+            return dict(self.client.get_logged_model(model_id).tags or {})
+
+        return _Target(kind="logged model", key=model_id, uri=f"models:/{model_id}",
+                       run_id=model.source_run_id, model_id=model_id, registered=registered,
+                       tags=dict(model.tags or {}),
+                       set_tags=lambda tags: self.client.set_logged_model_tags(model_id, tags),
+                       get_tags=get_tags)
+
+    def _version_target(self, mv: Any) -> _Target:
+        name, version = mv.name, str(mv.version)
+
+        def set_tags(tags: dict[str, str]) -> None:
+            for key, value in tags.items():
+                self.client.set_model_version_tag(name, version, key, value)
+
+        def get_tags() -> dict[str, str]:
+            return dict(self.client.get_model_version(name, version).tags or {})
+
+        return _Target(kind="model version", key=f"{name}/{version}",
+                       uri=f"models:/{name}/{version}", run_id=mv.run_id, model_id=None,
+                       registered=(name, version), tags=dict(mv.tags or {}), set_tags=set_tags,
+                       get_tags=get_tags)
+
+    def _consider_logged_model(self, model: Any, registered: tuple[str, str] | None = None
+                               ) -> Handled | None:
+        from mlflow.entities import LoggedModelStatus
+
+        status = getattr(model, "status", None)
+        if status not in (LoggedModelStatus.READY, "READY"):
+            return None  # still uploading (PENDING) or abandoned (FAILED): nothing to load
+        if not self._old_enough(model.creation_timestamp):
+            return None
+        return self._process(self._logged_model_target(model, registered))
+
+    def _consider_version(self, mv: Any) -> list[Handled | None]:
+        if str(getattr(mv, "status", "READY")) != "READY":
+            return []
+        if not self._old_enough(mv.creation_timestamp):
+            return []
+        target = self._version_target(mv)
+        if not self._wants(target):
+            return []
+        model = self._logged_model_of(mv)
+        if model is None:
+            return [self._process(target)]  # a pre-MLflow-3 version: explain it directly
+        # The version points at a LoggedModel: explain that one (once) and mirror its tags.
+        started = time.monotonic()
+        model_id = model.model_id
+        first = self._consider_logged_model(model, registered=target.registered)
+        model_tags = dict(self.client.get_logged_model(model_id).tags or {})
+        state = model_tags.get(WATCH_TAG)
+        if state not in TERMINAL and STATUS_TAG not in model_tags:
+            return [first]  # claimed by another watcher, or not ready: next poll
+        tags = {k: model_tags[k][:MAX_TAG_VALUE] for k in MIRRORED_TAGS if k in model_tags}
+        outcome = state if state in TERMINAL else "skipped"
+        tags.update({WATCH_TAG: outcome, OWNER_TAG: self.owner, TIME_TAG: _now(),
+                     "mlflow_xai.model_id": model_id})
+        target.set_tags(tags)
+        detail = f"model {model_id}: {model_tags.get(STATUS_TAG, outcome)}"
+        if "mlflow_xai.governance" in model_tags:
+            detail += f", governance {model_tags['mlflow_xai.governance']}"
+        _logger.info("%s model version %s (%s)", outcome, target.key, detail)
+        return [first, Handled(target.kind, target.key, outcome, time.monotonic() - started,
+                               detail)]
+
+    def _finished(self, model: Any) -> bool:
+        """Nothing left to do for this model (handled, or before --since)."""
+        if (model.tags or {}).get(WATCH_TAG) in TERMINAL:
+            return True
+        return self.since_ms is not None and (model.creation_timestamp or 0) < self.since_ms
+
+    def _old_enough(self, created_ms: int | None) -> bool:
+        """After --since, and at least ``min_age`` s old: a client running autolog tags the
+        model mlflow_xai.status within that time, and the watcher must not explain it too."""
+        created = (created_ms or 0) / 1000
+        if self.since_ms is not None and created * 1000 < self.since_ms:
+            return False
+        return time.time() - created >= self.min_age
+
+    def _logged_model_of(self, mv: Any) -> Any:
+        """The LoggedModel a version was registered from, if any.
+
+        Over REST ``ModelVersion.model_id`` comes back empty (MLflow 3.17); the version's
+        ``source`` (``models:/m-...``) names the model.
+        """
+        from mlflow.exceptions import MlflowException
+
+        model_id = getattr(mv, "model_id", None)
+        if not model_id:
+            match = _MODEL_ID_SOURCE.match(str(mv.source or ""))
+            model_id = match.group(1) if match else None
+        if not model_id:
+            return None
+        try:
+            return self.client.get_logged_model(model_id)
+        except MlflowException as exc:
+            if is_unreachable(exc):
+                raise
+            return None
+
+    def _wants(self, target: _Target) -> bool:
+        """Not handled yet and not claimed by a live watcher."""
+        state = target.tags.get(WATCH_TAG)
+        if state in TERMINAL:
+            return False
+        return state != "running" or self._claim_is_stale(target.tags)
+
+    def _claim_is_stale(self, tags: dict[str, str]) -> bool:
+        return claim_is_stale(tags, owner=self.owner, host=self.host,
+                              claim_timeout=self.claim_timeout)
+
+    def _process(self, target: _Target) -> Handled | None:
+        if not self._wants(target):
+            return None
+        started = time.monotonic()
+        if STATUS_TAG in target.tags:
+            return self._already_explained(target, started)
+        if not self._claim(target):
+            return None
+        try:
+            outcome, detail = self._explain(target)
+        except Exception as exc:
+            if is_unreachable(exc) or not self._server_answers():
+                # Not the model's fault: keep the claim (ours) and redo it after the outage.
+                raise ServerUnreachable(short_reason(exc)) from exc
+            reason = f"{type(exc).__name__}: {exc}"
+            self._record_failure(target, exc, reason)
+            seconds = time.monotonic() - started
+            _logger.warning("failed %s %s in %.1fs: %s (recorded as %s=failed)", target.kind,
+                            target.key, seconds, short_line(reason), STATUS_TAG)
+            return Handled(target.kind, target.key, "failed", seconds, short_line(reason))
+        seconds = time.monotonic() - started
+        if outcome == "skipped":
+            _logger.info("skipped %s %s: %s", target.kind, target.key, detail)
+        else:
+            _logger.info("explained %s %s (run %s) in %.1fs: %s", target.kind, target.key,
+                         target.run_id, seconds, detail)
+        return Handled(target.kind, target.key, outcome, seconds, detail)
+
+    def _claim(self, target: _Target) -> bool:
+        """Mark the model ``running`` and read back: another watcher may have claimed it too
+        (best effort: tags have no compare-and-set)."""
+        target.set_tags({WATCH_TAG: "running", OWNER_TAG: self.owner, TIME_TAG: _now()})
+        current = target.get_tags()
+        return current.get(OWNER_TAG) == self.owner
+
+    def _already_explained(self, target: _Target, started: float) -> Handled:
+        """Explained elsewhere (autolog, evaluator, CLI, or us before a crash): judge it against
+        the policy if it has no verdict yet, and mark it handled."""
+        ours = target.tags.get(WATCH_TAG) == "running"
+        status = target.tags[STATUS_TAG]
+        detail = f"already explained ({STATUS_TAG}={status})"
+        tags = {WATCH_TAG: "done" if ours else "skipped", OWNER_TAG: self.owner,
+                TIME_TAG: _now()}
+        if not ours:
+            tags[REASON_TAG] = detail
+        if self._policy is not None and status == "ok" and \
+                "mlflow_xai.governance" not in target.tags:
+            verdict = self._judge_existing(target)
+            if verdict:
+                detail += f"; governance {verdict}"
+        target.set_tags(tags)
+        _logger.info("%s %s %s: %s", tags[WATCH_TAG], target.kind, target.key, detail)
+        return Handled(target.kind, target.key, tags[WATCH_TAG], time.monotonic() - started,
+                       detail)
+
+    def _judge_existing(self, target: _Target) -> str | None:
+        from mlflow_xai.governance import (
+            GateError,
+            evaluate_policy,
+            facts_from_run,
+            set_governance_tags,
+        )
+
+        run_id = target.tags.get("mlflow_xai.run_id") or target.run_id
+        if not run_id:
+            return None
+        try:
+            facts, _ = facts_from_run(run_id)
+        except GateError as exc:
+            _logger.warning("cannot apply the policy to %s %s: %s", target.kind, target.key, exc)
+            return None
+        outcome = evaluate_policy(self._policy, facts)
+        name, version = target.registered or (None, None)
+        set_governance_tags(outcome["verdict"], run_id=run_id, model_id=target.model_id,
+                            registered_model=name, model_version=version)
+        self.client.log_dict(run_id, outcome, "xai/governance.json")
+        return outcome["verdict"]
+
+    def _explain(self, target: _Target) -> tuple[str, str]:
+        """Explain one model into its run; ``(outcome, detail)``."""
+        import mlflow
+
+        from mlflow_xai.artifacts import log_explanations, log_failure
+        from mlflow_xai.config import XaiConfig
+        from mlflow_xai.pipeline import run
+
+        if not target.run_id:
+            raise XaiError("the model has no source run to attach explanations to (log it "
+                           "inside a run, or explain it with `mlflow-xai explain --run-id`).")
+        info = mlflow.models.get_model_info(target.uri)
+        data, targets, source = self._data_for(target.run_id, info)
+        if data is None:
+            if not self._server_answers():  # the data set's download may have failed for that
+                raise ServerUnreachable(f"while loading the data set of run {target.run_id}")
+            reason = (f"no data to explain: {source}. Log a CSV/parquet-backed data set with "
+                      "mlflow.log_input(..., context='eval') or name reference data in "
+                      "--config (data: path).")
+            log_failure(target.run_id, reason, status="skipped", model_id=target.model_id)
+            target.set_tags({WATCH_TAG: "skipped", STATUS_TAG: "skipped", TIME_TAG: _now(),
+                             REASON_TAG: reason[:MAX_TAG_VALUE]})
+            return "skipped", reason
+        config = XaiConfig.from_mapping({**self.config.options, "targets": targets},
+                                        where="watch config")
+        expl = run(target.uri, data, config)
+        expl.summary["data"]["source"] = source
+        expl.model_id = expl.model_id or target.model_id
+        log_explanations(expl, run_id=target.run_id, model_id=target.model_id,
+                         tags={"mlflow_xai.model_id": target.model_id or "",
+                               "mlflow_xai.source": "watch"})
+        verdict = (expl.governance or {}).get("verdict")
+        if verdict is not None and target.registered:
+            from mlflow_xai.governance import set_governance_tags
+
+            set_governance_tags(verdict, registered_model=target.registered[0],
+                                model_version=target.registered[1])
+        done = {WATCH_TAG: "done", TIME_TAG: _now(), "mlflow_xai.run_id": target.run_id}
+        if target.model_id is None:  # a version: log_explanations tagged only run and model
+            done[STATUS_TAG] = expl.summary["status"]
+            if verdict is not None:
+                done["mlflow_xai.governance"] = verdict
+        target.set_tags(done)
+        detail = (f"{', '.join(expl.methods) or 'no methods'}, "
+                  f"{expl.summary['data'].get('rows_explained')} rows, "
+                  f"status {expl.summary['status']}, data: {source}")
+        if verdict is not None:
+            detail += f", governance {verdict}"
+        return "done", detail
+
+    def _data_for(self, run_id: str, info: Any) -> tuple[Any, Any, str]:
+        """The run's logged data set (eval contexts first), else the config's reference data."""
+        from mlflow_xai.autologging import _data_from_run, _signature_columns
+
+        wanted = self.config.targets
+        data, targets, source = _data_from_run(run_id)
+        if data is not None:
+            # A data set loaded from its file does not remember its label column: the config's
+            # `targets` names it.
+            if targets is None and wanted is not None and wanted in data.columns:
+                targets = wanted
+            return _signature_columns(data, info, targets), targets, source
+        if self.config.reference is not None:
+            return (_signature_columns(self.config.reference, info, wanted), wanted,
+                    f"reference data {self.config.reference_path}")
+        return None, None, source
+
+    def _record_failure(self, target: _Target, exc: BaseException, reason: str) -> None:
+        from mlflow_xai.artifacts import log_failure
+
+        if target.run_id:
+            log_failure(target.run_id, exc, model_id=target.model_id)
+        target.set_tags({WATCH_TAG: "failed", STATUS_TAG: "failed", TIME_TAG: _now(),
+                         "mlflow_xai.error": reason[:MAX_TAG_VALUE]})
+
+    def _server_answers(self) -> bool:
+        """A failure seen while the server was going down must not be blamed on the model."""
+        try:
+            self.client.search_experiments(max_results=1)
+            return True
+        except Exception as exc:  # noqa: BLE001 - any answer, even an error, means it is up
+            return not is_unreachable(exc)
+
+
+def claim_is_stale(tags: dict[str, str], *, owner: str, host: str, claim_timeout: float,
+                   now: float | None = None, pid: int | None = None) -> bool:
+    """May a watcher (``owner`` on ``host``) take over a model tagged ``running``?"""
+    claimant = tags.get(OWNER_TAG, "")
+    if claimant == owner:
+        return True  # our own claim, left by an attempt that a server outage interrupted
+    claim_host, _, rest = claimant.partition(":")
+    claim_pid = rest.partition(":")[0]
+    if claim_host == host and claim_pid.isdigit():
+        # Same host: the claimant is gone if its pid is, or if that pid is ours (a restarted
+        # container runs as the same pid).
+        me = os.getpid() if pid is None else pid
+        return int(claim_pid) == me or not _pid_alive(int(claim_pid))
+    try:
+        claimed = float(tags.get(TIME_TAG, "0"))
+    except ValueError:
+        return True
+    return (time.time() if now is None else now) - claimed > claim_timeout
+
+
+def describe(handled: list[Handled]) -> str:
+    counts = {o: sum(h.outcome == o for h in handled) for o in TERMINAL}
+    return (f"{len(handled)} new ({counts['done']} done, {counts['failed']} failed, "
+            f"{counts['skipped']} skipped)")
+
+
+def short_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _now() -> str:
+    return f"{time.time():.3f}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
