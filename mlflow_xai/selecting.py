@@ -1,5 +1,7 @@
-"""Runs the feature selectors: each on the selection rows, then its stability over bootstrap
-resamples and, when the user gave an estimator or a scoring function, a ROAR-style retrain check.
+"""Runs the feature selectors: each on the selection rows, then its stability over resamples
+(``selection_bootstrap`` of them, each a subsample of 80% of the rows drawn without
+replacement: a bootstrap's duplicated rows bias nearest-neighbour estimators such as
+``mutual_info`` towards noise features) and, when the user gave an estimator or a scoring function, a ROAR-style retrain check.
 
 Stability figures (Kuncheva, 2007; Nogueira et al., 2018 for the context):
 
@@ -32,6 +34,8 @@ from mlflow_xai.errors import ConfigError, XaiError
 
 _logger = logging.getLogger(__name__)
 
+#: Share of the selection rows in each stability resample (drawn without replacement).
+SUBSAMPLE = 0.8
 #: Random subsets drawn for the retrain baseline (their scores are averaged).
 RANDOM_SUBSETS = 5
 #: Folds of the cross-validated retrain score when an estimator is given.
@@ -46,7 +50,7 @@ class FeatureSelection:
         scores: Series feature -> score (larger = more relevant).
         ranking: feature names, most relevant first.
         selected: the selected feature names, in ranking order.
-        stability: Kuncheva index, Jaccard and score rank correlation over bootstrap resamples.
+        stability: Kuncheva index, Jaccard and score rank correlation over resamples.
         retrain: scores of a model retrained on the selected and on random subsets (or why not).
     """
 
@@ -191,7 +195,7 @@ def _stability(selector: Any, selection: Selection, X: np.ndarray, y: np.ndarray
     rng = np.random.default_rng(config.seed + 7919)
     subsets, tops, scores = [], [], []
     for b in range(resamples):
-        rows = rng.integers(0, len(X), size=len(X))
+        rows = np.sort(rng.choice(len(X), size=max(2, int(SUBSAMPLE * len(X))), replace=False))
         task = _task(X[rows], None if y is None else y[rows], prepared, adapter, counter, config,
                      device, output_index, seed=config.seed + b + 1)
         got = selector.select(task)
@@ -200,7 +204,7 @@ def _stability(selector: Any, selection: Selection, X: np.ndarray, y: np.ndarray
         scores.append(np.asarray(got.scores, dtype=float))
     pairs = list(itertools.combinations(range(resamples), 2))
     return {
-        "status": "ok", "resamples": resamples, "subset_size": size,
+        "status": "ok", "resamples": resamples, "subsample": SUBSAMPLE, "subset_size": size,
         "kuncheva": _mean([kuncheva(tops[a], tops[b], d) for a, b in pairs]),
         "jaccard": _mean([jaccard(subsets[a], subsets[b]) for a, b in pairs]),
         "score_spearman": _mean([_spearman(scores[a], scores[b]) for a, b in pairs]),

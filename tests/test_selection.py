@@ -26,11 +26,11 @@ INFORMATIVE = ["f0", "f1", "f2", "f3"]
 
 @pytest.fixture(scope="module")
 def informative_data() -> tuple[pd.DataFrame, pd.Series]:
-    from sklearn.datasets import make_classification
+    from tests.synthetic import linear_classification
 
-    X, y = make_classification(n_samples=800, n_features=12, n_informative=4, n_redundant=0,
-                               n_repeated=0, shuffle=False, class_sep=1.5, random_state=0)
-    return pd.DataFrame(X, columns=[f"f{i}" for i in range(12)]), pd.Series(y, name="label")
+    X, y, informative = linear_classification(n=2000, d=12, seed=0)
+    assert informative == INFORMATIVE
+    return X, pd.Series(y, name="label")
 
 
 @pytest.fixture(scope="module")
