@@ -39,15 +39,20 @@ class Lasso(Selector):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence chatter on the weakest penalties
             if discrete:
-                scores, own, chosen = _logistic_path(X, y, grid, cv, task.seed)
+                scores, own, chosen, coef = _logistic_path(X, y, grid, cv, task.seed)
             else:
-                scores, own, chosen = _lars_path(X, y, cv)
-        return Selection(scores=scores, selected=choose_subset(scores, params, own=own),
+                scores, own, chosen, coef = _lars_path(X, y, cv)
+        # Features entering at the same grid point: the larger coefficient at the chosen
+        # penalty first.
+        ranking = np.lexsort((-coef, -scores))
+        return Selection(scores=scores, ranking=ranking,
+                         selected=choose_subset(scores, params, own=own, ranking=ranking),
                          info={"penalty": chosen,
                                "model": "L1 logistic regression" if discrete else "lasso"})
 
 
-def _lars_path(X: np.ndarray, y: np.ndarray, cv: int) -> tuple[np.ndarray, np.ndarray, float]:
+def _lars_path(X: np.ndarray, y: np.ndarray, cv: int
+               ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
     from sklearn.linear_model import LassoLarsCV, lars_path
 
     alphas, _, coefs = lars_path(X, y - y.mean(), method="lasso")
@@ -57,11 +62,12 @@ def _lars_path(X: np.ndarray, y: np.ndarray, cv: int) -> tuple[np.ndarray, np.nd
         if row.any():
             scores[j] = alphas[max(int(np.argmax(row)) - 1, 0)] / alphas[0]
     fitted = LassoLarsCV(cv=cv).fit(X, y)
-    return scores, np.flatnonzero(np.abs(fitted.coef_) > 0), float(fitted.alpha_)
+    coef = np.abs(fitted.coef_)
+    return scores, np.flatnonzero(coef > 0), float(fitted.alpha_), coef
 
 
 def _logistic_path(X: np.ndarray, y: np.ndarray, grid: int, cv: int, seed: int
-                   ) -> tuple[np.ndarray, np.ndarray, float]:
+                   ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.svm import l1_min_c
 
@@ -76,8 +82,8 @@ def _logistic_path(X: np.ndarray, y: np.ndarray, grid: int, cv: int, seed: int
     scores = _entry_scores(nonzero, 1.0 / Cs)
     fitted = LogisticRegressionCV(Cs=Cs, penalty="l1", solver="liblinear", cv=cv,
                                   random_state=seed).fit(X, y)
-    own = np.flatnonzero(np.any(np.abs(np.atleast_2d(fitted.coef_)) > 0, axis=0))
-    return scores, own, float(1.0 / np.atleast_1d(fitted.C_)[0])
+    coef = np.abs(np.atleast_2d(fitted.coef_)).max(axis=0)
+    return scores, np.flatnonzero(coef > 0), float(1.0 / np.atleast_1d(fitted.C_)[0]), coef
 
 
 def _entry_scores(nonzero: np.ndarray, penalties: np.ndarray) -> np.ndarray:
