@@ -134,7 +134,10 @@ def test_list_methods_describes_needs_and_data():
     assert rows["rise"]["data"] == ["image"]
     assert rows["integrated_gradients"]["data"] == ["tabular", "image"]
     assert rows["integrated_gradients"]["requires"] == ["gradients (torch nn.Module)"]
-    assert {r["kind"] for r in rows.values()} == {"explainer", "check"}
+    assert {r["kind"] for r in rows.values()} == {"explainer", "check", "selector"}
+    assert rows["mutual_info"]["requires"] == ["targets (labels)"]
+    assert rows["permutation"]["requires"] == ["black-box predict", "targets (labels)"]
+    assert rows["inf_fs"]["requires"] == []          # data only; targets when given
     assert rows["agreement"]["requires"] == ["black-box predict"]
     with pytest.raises(mlflow_xai.errors.ConfigError, match="Valid kinds"):
         mlflow_xai.list_methods("explainers")
