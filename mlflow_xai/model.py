@@ -214,7 +214,11 @@ def _from_estimator(est: Any) -> ModelAdapter:
         predict = lambda X: _as_float_output(est.predict(X))  # noqa: E731
     # LightGBM reports its own sanitized names (spaces -> underscores), not the input columns.
     names = None if module == "lightgbm" else getattr(est, "feature_names_in_", None)
+    # A scikit-learn estimator fitted on an array gets arrays: a DataFrame would cost a
+    # feature-name check (and a warning) on every call.
+    fitted_on_array = module == "sklearn" and names is None and hasattr(est, "n_features_in_")
     return ModelAdapter(
+        wants_frame=not fitted_on_array,
         predict=predict,
         kind=module if module in ("xgboost", "lightgbm") else "sklearn",
         raw=est,

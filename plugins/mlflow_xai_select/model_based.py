@@ -89,13 +89,12 @@ class Permutation(Selector):
         rng = np.random.default_rng(task.seed)
         base = loss(task.X, 1)
         increase = np.zeros((d, repeats))
-        for j in range(d):  # one model call per feature, all repeats stacked
-            shuffled = np.tile(task.X, (repeats, 1))
+        work = task.X.copy()  # one working copy: shuffle a column, score, restore
+        for j in range(d):
             for r in range(repeats):
-                shuffled[r * n:(r + 1) * n, j] = task.X[rng.permutation(n), j]
-            per_repeat = [loss(shuffled[r * n:(r + 1) * n], 1) for r in range(repeats)] \
-                if repeats > 1 else [loss(shuffled, 1)]
-            increase[j] = np.asarray(per_repeat) - base
+                work[:, j] = task.X[rng.permutation(n), j]
+                increase[j, r] = loss(work, 1) - base
+            work[:, j] = task.X[:, j]
         scores = increase.mean(axis=1)
         sem = increase.std(axis=1, ddof=1) / np.sqrt(repeats) if repeats > 1 else np.zeros(d)
         # Own rule: the upper of two clusters of scores (a few features the model relies on,
