@@ -305,8 +305,9 @@ class Watcher:
             for version in list(self._versions(name)):
                 if stopping():
                     return handled
-                handled.extend(self._guarded(f"model version {name}/{version.version}",
-                                             lambda v=version: self._consider_version(v)))
+                results = self._guarded(f"model version {name}/{version.version}",
+                                        lambda v=version: self._consider_version(v))
+                handled.extend(r for r in results if r is not None)
         return handled
 
     def _guarded(self, label: str, handle: Callable[[], list[Handled | None]]
