@@ -24,13 +24,16 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from results_file import replace_section  # benchmarks/ is on sys.path when run as a script
 
 START_MARK = "<!-- bench_selectors:start -->"
 END_MARK = "<!-- bench_selectors:end -->"
@@ -140,15 +143,7 @@ def peers(X: pd.DataFrame, y: np.ndarray, model: Any, seed: int) -> dict[str, Ca
 
 
 def write_results(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = f"{START_MARK}\n{body.rstrip()}\n{END_MARK}"
-    if START_MARK in text and END_MARK in text:
-        head, rest = text.split(START_MARK, 1)
-        _, tail = rest.split(END_MARK, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
+    replace_section(path, START_MARK, END_MARK, body)
 
 
 def main() -> None:

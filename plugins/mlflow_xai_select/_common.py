@@ -15,11 +15,15 @@ from mlflow_xai.errors import ConfigError
 MAX_CLASSES_GUESS = 20
 
 
-def targets_of(task: ExplainTask, name: str) -> tuple[np.ndarray, bool]:
-    """``(y, discrete)``: class codes 0..k-1 for classification, floats for regression."""
+def require_targets(task: ExplainTask, name: str) -> None:
     if task.targets is None:
         raise ConfigError(f"selector '{name}' needs targets: pass targets= (labels, one per row, "
                           "or the name of a column of data).")
+
+
+def targets_of(task: ExplainTask, name: str) -> tuple[np.ndarray, bool]:
+    """``(y, discrete)``: class codes 0..k-1 for classification, floats for regression."""
+    require_targets(task, name)
     y = np.asarray(task.targets)
     if len(y) != len(task.X):
         raise ConfigError(f"selector '{name}': {len(y)} targets for {len(task.X)} rows.")
@@ -85,14 +89,22 @@ def target_codes(y: np.ndarray, discrete: bool, bins: int) -> np.ndarray:
     return y if discrete else discretize(y, bins, categorical=False)
 
 
-def relevance(task: ExplainTask, name: str, bins: int = 16, permutations: int = 3
-              ) -> np.ndarray:
-    """Supervised relevance of each feature in [0, 1]: chance-corrected plug-in mutual
-    information with the target, divided by its maximum."""
+def chance_corrected_mi(task: ExplainTask, name: str, bins: int, permutations: int
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of the task: ``(plug-in MI with the target, its chance level, codes)`` after
+    discretising columns (and continuous targets) into ``bins``."""
     y, discrete = targets_of(task, name)
     codes = discretize_all(task.X, bins, task.categorical)
     raw, null = mutual_info_with_null(codes, target_codes(y, discrete, bins), permutations,
                                       np.random.default_rng(task.seed))
+    return raw, null, codes
+
+
+def relevance(task: ExplainTask, name: str, bins: int = 16, permutations: int = 3
+              ) -> np.ndarray:
+    """Supervised relevance of each feature in [0, 1]: chance-corrected plug-in mutual
+    information with the target, divided by its maximum."""
+    raw, null, _ = chance_corrected_mi(task, name, bins, permutations)
     score = np.clip(raw - null, 0.0, None)
     top = score.max()
     return score / top if top > 0 else score

@@ -20,9 +20,8 @@ import numpy as np
 from mlflow_xai.base import SUBSET_DEFAULTS, ExplainTask, Selection, Selector, choose_subset
 from mlflow_xai.errors import ConfigError
 
-from ._common import (check_fraction, check_positive_int, discretize_all,
-                      mutual_info_with_null, relevance, target_codes, targets_of,
-                      two_cluster_cut)
+from ._common import (chance_corrected_mi, check_fraction, check_positive_int, relevance,
+                      targets_of, two_cluster_cut)
 
 
 class MutualInfo(Selector):
@@ -66,10 +65,7 @@ class OutRank(Selector):
         params = self.validate_params()
         bins = check_positive_int(params["bins"], self.name, "bins", minimum=2)
         permutations = check_positive_int(params["permutations"], self.name, "permutations")
-        y, discrete = targets_of(task, self.name)
-        codes = discretize_all(task.X, bins, task.categorical)
-        raw, null = mutual_info_with_null(codes, target_codes(y, discrete, bins), permutations,
-                                          np.random.default_rng(task.seed))
+        raw, null, codes = chance_corrected_mi(task, self.name, bins, permutations)
         scores = raw - null
         cardinality = [int(codes[:, j].max()) + 1 for j in range(task.n_features)]
         # Own rule: clearly above chance (more than the chance level itself again).

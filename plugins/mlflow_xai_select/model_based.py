@@ -20,7 +20,8 @@ import numpy as np
 from mlflow_xai.base import SUBSET_DEFAULTS, ExplainTask, Selection, Selector, choose_subset
 from mlflow_xai.errors import ConfigError
 
-from ._common import check_fraction, check_positive_int, targets_of, two_cluster_cut
+from ._common import (check_fraction, check_positive_int, require_targets, targets_of,
+                      two_cluster_cut)
 
 _logger = logging.getLogger(__name__)
 
@@ -33,9 +34,7 @@ def loss_function(task: ExplainTask, name: str) -> tuple[Callable[[np.ndarray, i
     """``loss(X, repeats)``: mean model loss on ``X``, which holds ``repeats`` stacked copies of
     the task's rows (targets are tiled to match). Log loss of the class probabilities for
     classifiers, squared error of the explained output otherwise."""
-    if task.targets is None:
-        raise ConfigError(f"selector '{name}' needs targets: pass targets= (labels, one per row, "
-                          "or the name of a column of data).")
+    require_targets(task, name)
     raw = np.asarray(task.targets)
     classes = getattr(task.model, "classes", None)
     if task.is_classifier and classes is not None and task.predict_full is not None:
@@ -166,8 +165,9 @@ class AttributionRFE(Selector):
             worst = np.argsort(importance, kind="stable")[:drop]
             rounds[-1]["importance"] = {task.feature_names[remaining[i]]: float(importance[i])
                                         for i in range(len(remaining))}
+            dropped = {remaining[i] for i in worst}
             eliminated.extend(remaining[i] for i in worst)
-            remaining = [j for i, j in enumerate(remaining) if i not in set(worst.tolist())]
+            remaining = [j for j in remaining if j not in dropped]
         ranking = np.array(eliminated[::-1])
         scores = np.empty(d)
         scores[ranking] = (d - np.arange(d)) / d

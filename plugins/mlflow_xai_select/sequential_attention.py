@@ -68,7 +68,8 @@ class SequentialAttention(Selector):
             torch.manual_seed(task.seed)
             order, weights = _train(torch, standardized(X), y, discrete, n_select, epochs,
                                     hidden, batch, float(lr), device, rng)
-        rest = [j for j in np.argsort(-weights, kind="stable") if j not in set(order)]
+        chosen = set(order)
+        rest = [j for j in np.argsort(-weights, kind="stable") if j not in chosen]
         ranking = np.array(order + rest)
         scores = np.empty(d)
         # Selected features outrank every weight (< 1) by construction; then the weights.
