@@ -38,39 +38,68 @@ def metric_safe(name: str) -> str:
 
 def metrics_for(expl: Explanations) -> dict[str, float]:
     """The documented metric set: ``xai/<method>/<figure>`` and ``xai/<method>/importance/<f>``."""
+    metrics = metrics_from_documents(
+        expl.summary, importance_json(expl), stability_json(expl),
+        {name: selection.to_json() for name, selection in expl.selection.items()})
+    if expl.governance is not None:
+        metrics[f"{METRIC_PREFIX}/governance/passed"] = float(
+            expl.governance["verdict"] == "passed")
+    return metrics
+
+
+def metrics_from_documents(summary: dict[str, Any], importance: dict[str, Any],
+                           stability: dict[str, Any],
+                           selection: dict[str, dict[str, Any]] | None = None
+                           ) -> dict[str, float]:
+    """The same figures, read from the JSON documents of ``xai/`` (what the gate trusts)."""
+    methods = summary.get("methods") or {}
     metrics: dict[str, float] = {
-        f"{METRIC_PREFIX}/rows_explained": float(expl.summary["data"]["rows_explained"]),
-        f"{METRIC_PREFIX}/methods_ok": float(
-            sum(m["status"] == "ok" for m in expl.summary["methods"].values())),
-        f"{METRIC_PREFIX}/methods_failed": float(
-            sum(m["status"] == "failed" for m in expl.summary["methods"].values())),
+        f"{METRIC_PREFIX}/rows_explained": float((summary.get("data") or {})
+                                                 .get("rows_explained") or 0),
+        f"{METRIC_PREFIX}/methods_ok": float(sum(m.get("status") == "ok"
+                                                 for m in methods.values())),
+        f"{METRIC_PREFIX}/methods_failed": float(sum(m.get("status") == "failed"
+                                                     for m in methods.values())),
     }
-    for method, entry in expl.summary["methods"].items():
-        if entry["status"] != "ok":
+    for method, entry in methods.items():
+        if entry.get("status") != "ok":
             continue
         prefix = f"{METRIC_PREFIX}/{method}"
         metrics[f"{prefix}/seconds"] = float(entry["seconds"])
         metrics[f"{prefix}/model_evals"] = float(entry["model_evals"])
         if "efficiency_max_abs_gap" in entry:
             metrics[f"{prefix}/efficiency_gap"] = float(entry["efficiency_max_abs_gap"])
-        if method not in expl.importance.columns:
-            continue
-        top = expl.importance[method].sort_values(ascending=False).head(MAX_IMPORTANCE_METRICS)
-        for feature, value in top.items():
-            if math.isfinite(value):
+        shown = 0
+        for feature, figures in (importance.get(method) or {}).items():
+            value = figures.get("importance")
+            if shown >= MAX_IMPORTANCE_METRICS:
+                break
+            if isinstance(value, (int, float)) and math.isfinite(value):
                 metrics[f"{prefix}/importance/{metric_safe(feature)}"] = float(value)
-    for check, entry in expl.checks.items():
+                shown += 1
+    for check, entry in stability.items():
         for figure, value in (entry.get("figures") or {}).items():
-            if value is not None and math.isfinite(value):
+            if isinstance(value, (int, float)) and math.isfinite(value):
                 metrics[f"{METRIC_PREFIX}/check/{check}/{figure}"] = float(value)
-    for name, selection in expl.selection.items():
-        for figure, value in selection.figures().items():
+    for name, doc in (selection or {}).items():
+        for figure, value in _selection_figures(doc).items():
             if value is not None and math.isfinite(value):
                 metrics[f"{METRIC_PREFIX}/selection/{name}/{figure}"] = float(value)
-    if expl.governance is not None:
-        metrics[f"{METRIC_PREFIX}/governance/passed"] = float(
-            expl.governance["verdict"] == "passed")
     return metrics
+
+
+def _selection_figures(doc: dict[str, Any]) -> dict[str, float]:
+    """``FeatureSelection.figures()`` from its JSON document."""
+    figures = {"n_selected": float(doc.get("n_selected", len(doc.get("selected", [])))),
+               "seconds": float(doc.get("seconds") or 0.0)}
+    for key in ("kuncheva", "jaccard", "score_spearman"):
+        if (doc.get("stability") or {}).get(key) is not None:
+            figures[key] = float(doc["stability"][key])
+    for key in ("selected_score", "random_score", "gain"):
+        if (doc.get("retrain") or {}).get(key) is not None:
+            figures[f"retrain_{key}" if key != "gain" else "retrain_gain"] = \
+                float(doc["retrain"][key])
+    return figures
 
 
 def stability_json(expl: Explanations) -> dict[str, Any]:
@@ -84,7 +113,6 @@ def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: 
     root = Path(directory)
     (root / "attributions").mkdir(parents=True, exist_ok=True)
     (root / "plots").mkdir(exist_ok=True)
-    _write_json(root / "summary.json", expl.summary)
     _write_json(root / "importance.json", importance_json(expl))
     _write_json(root / "stability.json", stability_json(expl))
     if expl.governance is not None:
@@ -140,7 +168,11 @@ def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: 
     if plots:
         from mlflow_xai.report import write_report
 
-        write_report(expl, root)  # last: it inlines the plots written above
+        write_report(expl, root)  # it inlines the plots written above
+    # Last: the summary lists every file's SHA-256, so its own digest covers the whole folder.
+    from mlflow_xai.provenance import manifest
+
+    _write_json(root / "summary.json", {**expl.summary, "artifacts": {"sha256": manifest(root)}})
     return root
 
 
@@ -156,8 +188,13 @@ def importance_json(expl: Explanations) -> dict[str, dict[str, dict[str, float |
     }
 
 
+def json_text(payload: Any) -> str:
+    """How every ``xai/*.json`` is serialised (the digest of ``summary.json`` depends on it)."""
+    return json.dumps(payload, indent=2, default=_json_default, allow_nan=False)
+
+
 def _write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=False))
+    path.write_text(json_text(payload))
 
 
 def _json_default(value: Any) -> Any:
@@ -172,9 +209,14 @@ def _json_default(value: Any) -> Any:
 
 def log_explanations(expl: Explanations, *, run_id: str | None = None,
                      model_id: str | None = None, tags: dict[str, str] | None = None,
-                     log_metrics: bool = True) -> str:
+                     log_metrics: bool = True,
+                     registered: tuple[str, str] | None = None) -> str:
     """Upload the artifacts and metrics to ``run_id`` (or the active run); return the run id.
 
+    The summary is bound to the model it describes (``summary.model.model_id``, and
+    ``registered_model`` for a model version) before it is written, and the digest of the
+    written folder (and its signature, with ``MLFLOW_XAI_SIGNING_KEY``) is tagged on the run and
+    the LoggedModel, so the gate can tell these facts from edited or borrowed ones.
     ``log_metrics=False`` is for the evaluator: ``mlflow.models.evaluate`` logs the returned
     metrics itself (linked to the model), and logging them twice would duplicate history.
     """
@@ -182,28 +224,44 @@ def log_explanations(expl: Explanations, *, run_id: str | None = None,
     from mlflow import MlflowClient
     from mlflow.entities import Metric, RunTag
 
+    from mlflow_xai import tags as tag
+    from mlflow_xai.provenance import sha256_bytes, sign
+
     if run_id is None:
         active = mlflow.active_run() or mlflow.start_run()
         run_id = active.info.run_id
     client = MlflowClient()
+    model_facts = expl.summary.setdefault("model", {})
+    if model_id:
+        model_facts["model_id"] = model_id
+    if registered:
+        model_facts["registered_model"] = {"name": registered[0], "version": str(registered[1])}
+    model_facts["run_id"] = run_id
     with tempfile.TemporaryDirectory(prefix="mlflow-xai-") as tmp:
         write_artifacts(expl, tmp)
+        digest = sha256_bytes((Path(tmp) / "summary.json").read_bytes())
         client.log_artifacts(run_id, tmp, ARTIFACT_DIR)
     now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, 0, model_id=model_id) for k, v in metrics_for(expl).items()]
-    run_tags = {"mlflow_xai.status": expl.summary["status"],
-                "mlflow_xai.methods": ",".join(expl.methods), **(tags or {})}
-    if expl.governance is not None:
-        run_tags["mlflow_xai.governance"] = expl.governance["verdict"]
     for start in range(0, len(metrics) if log_metrics else 0, 500):  # MLflow caps a batch at 1000 entries
         client.log_batch(run_id, metrics=metrics[start:start + 500])
+    provenance = {tag.DIGEST: digest}
+    signature = sign(digest)
+    if signature:
+        provenance[tag.SIGNATURE] = signature
+    # The status tags go last: a run whose upload broke off above never claims "ok".
+    run_tags = {**provenance, tag.METHODS: ",".join(expl.methods), **(tags or {}),
+                tag.STATUS: expl.summary["status"]}
+    if model_id:
+        run_tags[tag.MODEL_ID] = model_id
+    if expl.governance is not None:
+        run_tags[tag.GOVERNANCE] = expl.governance["verdict"]
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in run_tags.items()])
     if model_id:
         try:
-            model_tags = {"mlflow_xai.status": expl.summary["status"],
-                          "mlflow_xai.run_id": run_id}
+            model_tags = {**provenance, tag.RUN_ID: run_id, tag.STATUS: expl.summary["status"]}
             if expl.governance is not None:
-                model_tags["mlflow_xai.governance"] = expl.governance["verdict"]
+                model_tags[tag.GOVERNANCE] = expl.governance["verdict"]
             client.set_logged_model_tags(model_id, model_tags)
         except Exception:  # a model version id or a store without LoggedModels: tags are optional
             pass

@@ -105,26 +105,41 @@ def explain_command(model_uri: str, data_path: str, targets: str | None,
 
 
 @cli.command("check")
-@click.option("--run-id", default=None, help="Judge the explanations logged in this run.")
+@click.option("--run-id", default=None,
+              help="Judge the explanation logged in this run (the run must hold at most one "
+                   "model; otherwise use --model-uri).")
 @click.option("--model-uri", default=None,
               help="Or judge a model: models:/<model_id> or models:/<name>/<version>.")
 @click.option("--policy", "policy_path", required=True,
               type=click.Path(exists=True, dir_okay=False), help="Policy YAML file.")
+@click.option("--recompute", is_flag=True,
+              help="Trust nothing on the server: load the model, explain it on the policy's "
+                   "reference 'data:' (and 'targets:') and judge what was computed here.")
 @click.option("--registered-model", default=None,
-              help="Also tag this registered model's --model-version with the verdict.")
+              help="Also tag this registered model's --model-version with the verdict (the "
+                   "version must point at the judged model).")
 @click.option("--model-version", default=None, help="Version to tag (with --registered-model).")
 @click.option("--no-tags", is_flag=True, help="Print the verdict only; write no tags or files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-def check_command(run_id: str | None, model_uri: str | None, policy_path: str,
+def check_command(run_id: str | None, model_uri: str | None, policy_path: str, recompute: bool,
                   registered_model: str | None, model_version: str | None, no_tags: bool,
                   as_json: bool) -> None:
-    """Governance gate: judge logged explanations against a policy.
+    """Governance gate: judge a model's explanation against a policy.
 
     \b
-    Exit codes: 0 every rule passes, 1 a rule fails, 2 bad usage or a missing run/artifact.
-    The verdict is written as the tag mlflow_xai.governance=passed|failed on the run, on the
-    LoggedModel and (with --registered-model/--model-version, or a models:/<name>/<version>
-    URI) on the model version, and as xai/governance.json in the run.
+    Exit codes: 0 every rule passes, 1 a rule fails (or the explanation did not finish ok),
+    2 bad usage, a policy that cannot be read exactly as written, or facts that cannot be
+    trusted. The verdict is written as the tag mlflow_xai.governance=passed|failed on the run,
+    on the LoggedModel and (with --registered-model/--model-version, or a
+    models:/<name>/<version> URI) on the model version, and as xai/governance.json in the run.
+
+    \b
+    What the gate trusts (default mode): only the xai/ documents mlflow-xai wrote, and only
+    when xai/summary.json names the judged model, its status is ok, its SHA-256 equals the
+    model's mlflow_xai.digest tag and every document matches the summary's manifest. Metrics
+    and other tags are never facts. Set MLFLOW_XAI_SIGNING_KEY (the same secret where models
+    are explained) to also require an HMAC signature, so that nobody without the key can forge
+    a consistent folder. --recompute trusts only the model: it explains it again here.
 
     \b
     Example policy:
@@ -136,44 +151,63 @@ def check_command(run_id: str | None, model_uri: str | None, policy_path: str,
           forbid_top_k: {features: [sex, age], k: 3, method: kernel_shap}
         - name: shap-present
           require_methods: [kernel_shap]
+      data: reference.parquet      # only for --recompute (relative to this file)
+      targets: label
     """
     from mlflow_xai.errors import ConfigError
-    from mlflow_xai.governance import (
-        GateError,
-        evaluate_policy,
-        facts_from_run,
-        load_policy,
-        resolve_run,
-        set_governance_tags,
-    )
+    from mlflow_xai.gate import GateError, recomputed_facts, recorded_facts, resolve_target
+    from mlflow_xai.governance import evaluate_policy, load_policy, set_governance_tags
 
-    try:
-        policy = load_policy(policy_path)
-        run, model_id, name, version = resolve_run(run_id, model_uri)
-        facts, summary = facts_from_run(run)
-    except (GateError, ConfigError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     if (registered_model is None) != (model_version is None):
         click.echo("error: --registered-model and --model-version go together.", err=True)
         sys.exit(2)
-    outcome = evaluate_policy(policy, facts)
-    model_id = model_id or (summary.get("model") or {}).get("model_id")
+    try:
+        policy = load_policy(policy_path)
+        target = resolve_target(run_id, model_uri)
+        if registered_model:
+            _check_version_is_target(registered_model, model_version, target)
+        facts, summary = (recomputed_facts(target, policy) if recompute
+                          else recorded_facts(target))
+        outcome = evaluate_policy(policy, facts)
+    except (GateError, ConfigError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    outcome = {"mode": "recompute" if recompute else "recorded", "run_id": target.run_id,
+               "model_id": target.model_id, **outcome}
     if not no_tags:
         from mlflow import MlflowClient
 
-        set_governance_tags(outcome["verdict"], run_id=run, model_id=model_id,
-                            registered_model=registered_model or name,
-                            model_version=model_version or version)
-        MlflowClient().log_dict(run, outcome, "xai/governance.json")
+        set_governance_tags(outcome["verdict"], run_id=target.run_id, model_id=target.model_id,
+                            registered_model=registered_model or target.registered_name,
+                            model_version=model_version or target.registered_version)
+        MlflowClient().log_dict(target.run_id, outcome, "xai/governance.json")
     if as_json:
-        click.echo(json.dumps({"run_id": run, **outcome}, indent=2, default=str))
+        click.echo(json.dumps(outcome, indent=2, default=str))
     else:
-        _print_outcome(run, outcome)
+        _print_outcome(target.describe(), outcome)
     sys.exit(0 if outcome["verdict"] == "passed" else 1)
 
 
-def _print_outcome(run_id: str, outcome: dict) -> None:
+def _check_version_is_target(name: str, version: str, target: Any) -> None:
+    """A verdict about one model must not be written onto a version of another."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from mlflow_xai.gate import GateError, _model_id_from_source
+
+    try:
+        mv = MlflowClient().get_model_version(name, version)
+    except MlflowException as exc:
+        raise GateError(f"model version {name}/{version} was not found: {exc.message}") from exc
+    points_at = getattr(mv, "model_id", None) or _model_id_from_source(mv.source)
+    same = points_at == target.model_id if target.model_id else mv.run_id == target.run_id
+    if not same:
+        raise GateError(f"model version {name}/{version} is model {points_at or mv.run_id}, "
+                        f"not the judged {target.describe()}: its verdict would be about "
+                        "another model.")
+
+
+def _print_outcome(judged: str, outcome: dict) -> None:
     rows = [[r["name"], r["kind"], r["figure"],
              "-" if r["value"] is None else (f"{r['value']:.4g}" if isinstance(r["value"], float)
                                              else str(r["value"])),
@@ -181,7 +215,7 @@ def _print_outcome(run_id: str, outcome: dict) -> None:
     headers = ["RULE", "KIND", "FIGURE", "VALUE", "VERDICT", "DETAIL"]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
               for i, h in enumerate(headers[:-1])]
-    click.echo(f"run {run_id}")
+    click.echo(f"{judged} (run {outcome['run_id']}, facts: {outcome['mode']})")
     click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths + [0])))
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths + [0])))

@@ -1,170 +1,430 @@
 """Governance: a YAML policy of rules over the explanation figures, and its verdict.
 
-Rule kinds (each rule has a ``name``):
+Rule kinds (each rule has a ``name`` and exactly one kind):
 
-* threshold:   ``metric: <figure>`` with ``min:`` and/or ``max:``. A figure is a key of
-  ``stability.json`` (``<check>/<figure>``, e.g. ``seed_stability/kernel_shap/spearman``) or
-  an xai metric name (``xai/kernel_shap/seconds``).
+* threshold:   ``metric: <figure>`` with ``min:`` and/or ``max:``. A figure is a check figure
+  of ``stability.json`` (``<check>/<figure>``, e.g. ``seed_stability/kernel_shap/spearman``), a
+  method figure (``<method>/seconds``, ``<method>/model_evals``, ``<method>/efficiency_gap``,
+  ``<method>/importance/<feature>``), a selection figure (``selection/<selector>/<figure>``) or
+  ``rows_explained`` / ``methods_ok`` / ``methods_failed``.
 * forbidden features in the top k: ``forbid_top_k: {features: [...], k: 3, method: name}``.
 * required methods: ``require_methods: [kernel_shap, ...]`` (each must have run successfully).
 * maximum disagreement: ``max_disagreement: {methods: [a, b], max: 0.5}``: 1 - the Spearman
   correlation of the two methods' global importance (``figure:`` may name another agreement
   figure such as ``feature_agreement``, in which case disagreement is 1 - that figure).
+
+A policy is read exactly as written or refused (:class:`~mlflow_xai.errors.ConfigError`, exit 2
+in the gate): unknown keys, wrong types (``max: yes``, ``min: "0.8"``), duplicate keys, an empty
+rule list, a method, check or figure that nothing produces, and (once the model is known) a
+feature the model does not have.
+
+Facts are read from the documents mlflow-xai wrote (``summary.json``, ``importance.json``,
+``stability.json``, ``selection/*.json``), never from run metrics or tags: anybody with access
+to a run can write those. :mod:`mlflow_xai.gate` binds the documents to the judged model and
+verifies their digest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from mlflow_xai.errors import ConfigError
 
 RULE_KINDS = ("metric", "forbid_top_k", "require_methods", "max_disagreement")
+#: Figures every explainer that ran ``ok`` has (``<method>/<figure>``).
+METHOD_FIGURES = ("seconds", "model_evals", "efficiency_gap", "importance")
+#: Figures of the whole explanation.
+RUN_FIGURES = ("rows_explained", "methods_ok", "methods_failed")
+Number = Union[StrictInt, StrictFloat]
 
 
-@dataclass
-class Facts:
-    """What a policy is judged on: metrics/figures, per-method importance ranks, methods run."""
-
-    metrics: dict[str, float]
-    ranks: dict[str, dict[str, int]]
-    methods_ok: list[str]
-
-    def figure(self, name: str) -> float | None:
-        for key in (name, f"xai/check/{name}", f"xai/{name}"):
-            if key in self.metrics:
-                return self.metrics[key]
-        return None
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-def load_policy(policy: Any) -> dict[str, Any]:
-    """Read and validate a policy (path to YAML, YAML text, or dict)."""
+class ForbidTopK(_Strict):
+    features: list[StrictStr] = Field(min_length=1)
+    k: StrictInt = Field(ge=1)
+    method: StrictStr
+
+
+class MaxDisagreement(_Strict):
+    methods: list[StrictStr] = Field(min_length=2, max_length=2)
+    max: Number
+    figure: StrictStr = "rank_correlation"
+
+
+class Rule(_Strict):
+    name: StrictStr = Field(min_length=1)
+    metric: StrictStr | None = None
+    min: Number | None = None
+    max: Number | None = None
+    forbid_top_k: ForbidTopK | None = None
+    require_methods: list[StrictStr] | None = Field(default=None, min_length=1)
+    max_disagreement: MaxDisagreement | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Rule:
+        kinds = [k for k in RULE_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of {', '.join(RULE_KINDS)}; got "
+                             f"{kinds or 'none'}")
+        if self.metric is not None and self.min is None and self.max is None:
+            raise ValueError("a metric rule needs 'min' and/or 'max'")
+        if self.metric is None and (self.min is not None or self.max is not None):
+            raise ValueError("'min'/'max' belong to a metric rule (metric: <figure>)")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' ({self.min}) is above 'max' ({self.max}): nothing passes")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in RULE_KINDS if getattr(self, k) is not None)
+
+
+class Policy(_Strict):
+    rules: list[Rule] = Field(min_length=1)
+    #: Reference data for ``mlflow-xai check --recompute`` (path relative to the policy file).
+    data: StrictStr | None = None
+    targets: StrictStr | None = None
+    #: explain() options for ``--recompute`` (default: the methods and checks the rules name).
+    explain: dict[str, Any] | None = None
+    #: Where the policy came from (a file's folder resolves ``data``); not a YAML key.
+    base_dir: StrictStr | None = None
+
+
+def load_policy(policy: Any) -> Policy:
+    """Read and validate a policy (path to YAML, YAML text, dict, or a :class:`Policy`)."""
+    if isinstance(policy, Policy):
+        return policy
+    base_dir = None
     if isinstance(policy, (str, Path)) and Path(str(policy)).suffix in (".yaml", ".yml", ".json"):
         path = Path(policy)
         if not path.exists():
             raise ConfigError(f"policy file {path} does not exist.")
+        base_dir = str(path.resolve().parent)
         policy = path.read_text()
     if isinstance(policy, str):
-        import yaml
-
-        try:
-            policy = yaml.safe_load(policy)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"the policy is not valid YAML: {exc}") from exc
+        policy = _yaml_strict(policy)
     if not isinstance(policy, dict) or not isinstance(policy.get("rules"), list):
         raise ConfigError("a policy is a mapping with a 'rules' list, e.g. "
                           "rules: [{name: stable, metric: seed_stability/kernel_shap/spearman, "
                           "min: 0.8}]")
-    for i, rule in enumerate(policy["rules"]):
-        _validate_rule(rule, i)
-    return policy
+    if "base_dir" in policy:
+        raise ConfigError("unknown policy key 'base_dir'.")
+    for index, rule in enumerate(policy["rules"]):
+        if not isinstance(rule, dict) or not isinstance(rule.get("name"), str) or \
+                not rule.get("name"):
+            raise ConfigError(f"rule #{index + 1}: every rule needs a 'name' (a string).")
+    try:
+        parsed = Policy.model_validate({**policy, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(_explain_validation(exc, policy)) from exc
+    names = [r.name for r in parsed.rules]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"rule names must be unique; {duplicates} appear more than once.")
+    _check_names_exist(parsed)
+    return parsed
 
 
-def _validate_rule(rule: Any, index: int) -> None:
-    where = f"rule #{index + 1}"
-    if not isinstance(rule, dict) or not rule.get("name"):
-        raise ConfigError(f"{where}: every rule needs a 'name'.")
-    where = f"rule '{rule['name']}'"
-    kinds = [k for k in RULE_KINDS if k in rule]
-    if len(kinds) != 1:
-        raise ConfigError(f"{where}: give exactly one of {', '.join(RULE_KINDS)}; got "
-                          f"{kinds or 'none'}.")
-    kind = kinds[0]
-    if kind == "metric":
-        if not isinstance(rule["metric"], str):
-            raise ConfigError(f"{where}: field 'metric' must be a figure name.")
-        if "min" not in rule and "max" not in rule:
-            raise ConfigError(f"{where}: a metric rule needs 'min' and/or 'max'.")
-        for bound in ("min", "max"):
-            if bound in rule and not isinstance(rule[bound], (int, float)):
-                raise ConfigError(f"{where}: field '{bound}' must be a number, got "
-                                  f"{rule[bound]!r}.")
-    elif kind == "forbid_top_k":
-        spec = rule["forbid_top_k"]
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{where}: forbid_top_k must be a mapping with features, k, method.")
-        if not isinstance(spec.get("features"), list) or not spec["features"]:
-            raise ConfigError(f"{where}: field 'forbid_top_k.features' must be a non-empty list.")
-        if not isinstance(spec.get("k"), int) or spec["k"] < 1:
-            raise ConfigError(f"{where}: field 'forbid_top_k.k' must be a positive integer.")
-        if not isinstance(spec.get("method"), str):
-            raise ConfigError(f"{where}: field 'forbid_top_k.method' must name an explainer.")
-    elif kind == "require_methods":
-        if not isinstance(rule["require_methods"], list) or not rule["require_methods"]:
-            raise ConfigError(f"{where}: field 'require_methods' must be a non-empty list.")
-    else:
-        spec = rule["max_disagreement"]
-        if not isinstance(spec, dict) or not (isinstance(spec.get("methods"), list)
-                                              and len(spec["methods"]) == 2):
-            raise ConfigError(f"{where}: field 'max_disagreement.methods' must list two "
-                              "explainers.")
-        if not isinstance(spec.get("max"), (int, float)):
-            raise ConfigError(f"{where}: field 'max_disagreement.max' must be a number.")
+def _yaml_strict(text: str) -> Any:
+    """YAML with duplicate keys refused (PyYAML silently keeps the last one)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: Any, node: Any, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"the policy repeats the key '{key}' (line "
+                                  f"{key_node.start_mark.line + 1}); each key may appear once.")
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"the policy is not valid YAML: {exc}") from exc
+
+
+_FIELDS = {
+    "policy": list(Policy.model_fields.keys() - {"base_dir"}),
+    "rule": list(Rule.model_fields),
+    "forbid_top_k": list(ForbidTopK.model_fields),
+    "max_disagreement": list(MaxDisagreement.model_fields),
+}
+
+
+def _explain_validation(exc: ValidationError, raw: dict[str, Any]) -> str:
+    """pydantic's errors as 'rule <name>: field <path>: what is wrong' lines."""
+    lines = []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        where = "policy"
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+            rule = raw["rules"][loc[1]]
+            where = f"rule '{rule.get('name')}'" if isinstance(rule, dict) else \
+                f"rule #{loc[1] + 1}"
+            loc = loc[2:]
+        path = ".".join(str(p) for p in loc if not isinstance(p, int) and p not in (
+            "int", "float", "constrained-int", "constrained-float", "str"))
+        kind, message = error["type"], error["msg"]
+        if kind == "extra_forbidden":
+            owner = "rule" if where != "policy" and "." not in path else path.rsplit(".", 1)[0] \
+                if "." in path else "policy"
+            key = path.rsplit(".", 1)[-1]
+            valid = _FIELDS.get(owner, _FIELDS["rule"])
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            lines.append(f"{where}: unknown field '{path}'{hint}. Valid fields: "
+                         f"{', '.join(valid)}.")
+        elif kind in ("int_type", "float_type"):
+            lines.append(f"{where}: field '{path}' must be a number, got "
+                         f"{error.get('input')!r}.")
+        elif kind == "string_type":
+            lines.append(f"{where}: field '{path}' must be a string, got "
+                         f"{error.get('input')!r}.")
+        elif kind in ("too_short", "list_type") and path in ("require_methods", "rules",
+                                                             "forbid_top_k.features"):
+            lines.append(f"{where}: field '{path}' must be a non-empty list.")
+        elif kind == "value_error":
+            lines.append(f"{where}: {message.removeprefix('Value error, ')}.")
+        elif path:
+            lines.append(f"{where}: field '{path}': {message}.")
+        else:
+            lines.append(f"{where}: {message}.")
+    # One line per problem, first problems first; duplicates (union branches) dropped.
+    return "; ".join(dict.fromkeys(lines))
+
+
+def _check_names_exist(policy: Policy) -> None:
+    """Every method, check and figure a rule names must be one something can produce."""
+    from mlflow_xai.plugins import get_registry
+
+    registry = get_registry()
+    explainers = registry.names("explainer")
+    for rule in policy.rules:
+        where = f"rule '{rule.name}'"
+        methods: list[tuple[str, str]] = []
+        if rule.forbid_top_k is not None:
+            methods.append(("forbid_top_k.method", rule.forbid_top_k.method))
+        if rule.require_methods is not None:
+            methods += [("require_methods", m) for m in rule.require_methods]
+        if rule.max_disagreement is not None:
+            methods += [("max_disagreement.methods", m) for m in rule.max_disagreement.methods]
+        for field_name, method in methods:
+            if method not in explainers:
+                raise ConfigError(f"{where}: field '{field_name}' names '{method}', which is not "
+                                  f"an explainer.{_did_you_mean(method, explainers)} Explainers: "
+                                  f"{', '.join(sorted(explainers))}.")
+        if rule.metric is not None:
+            problem = _unknown_figure(rule.metric, registry)
+            if problem:
+                raise ConfigError(f"{where}: field 'metric': {problem}")
+
+
+def _unknown_figure(figure: str, registry: Any) -> str | None:
+    name = _strip_prefix(figure)
+    parts = name.split("/")
+    checks, explainers = registry.names("check"), registry.names("explainer")
+    selectors = registry.names("selector")
+    if len(parts) == 1:
+        if name in RUN_FIGURES:
+            return None
+    elif parts[0] in checks:
+        return None
+    elif parts[0] == "selection":
+        if len(parts) >= 3 and parts[1] in selectors:
+            return None
+        return (f"'{figure}' names no selector; use selection/<selector>/<figure> with one of "
+                f"{', '.join(sorted(selectors))}.")
+    elif parts[0] in explainers:
+        if parts[1] in METHOD_FIGURES and (parts[1] != "importance" or len(parts) == 3):
+            return None
+        return (f"'{figure}': an explainer's figures are {', '.join(METHOD_FIGURES[:3])} and "
+                f"importance/<feature>.")
+    candidates = list(RUN_FIGURES) + [f"{c}/..." for c in checks] + [f"{e}/..." for e in
+                                                                    explainers]
+    hint = _did_you_mean(parts[0], list(RUN_FIGURES) + checks + explainers)
+    return (f"no check or method produces '{figure}'.{hint} A figure starts with a check "
+            f"({', '.join(sorted(checks))}), an explainer, 'selection/' or is one of "
+            f"{', '.join(RUN_FIGURES)}." if candidates else f"unknown figure '{figure}'.")
+
+
+def _strip_prefix(figure: str) -> str:
+    for prefix in ("xai/check/", "xai/", "check/"):
+        if figure.startswith(prefix):
+            return figure[len(prefix):]
+    return figure
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    lower = {o.lower(): o for o in options}
+    if word.lower() in lower:
+        return f" Did you mean '{lower[word.lower()]}'?"
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+# --------------------------------------------------------------------------- facts
+
+
+@dataclass
+class Facts:
+    """What a policy is judged on, as recorded by mlflow-xai for one model."""
+
+    metrics: dict[str, float]
+    ranks: dict[str, dict[str, int]]
+    methods_ok: list[str]
+    features: list[str] = field(default_factory=list)
+    status: str = "ok"
+    #: Why these facts cannot pass whatever the rules say (explanation not ``ok``, ...).
+    blockers: list[str] = field(default_factory=list)
+
+    def figure(self, name: str) -> float | None:
+        key = _strip_prefix(name)
+        for candidate in (f"xai/check/{key}", f"xai/{key}"):
+            if candidate in self.metrics:
+                return self.metrics[candidate]
+        return None
+
+
+def facts_from_documents(summary: dict[str, Any], importance: dict[str, Any],
+                         stability: dict[str, Any],
+                         selection: dict[str, dict[str, Any]] | None = None) -> Facts:
+    """Facts from the JSON documents of an ``xai/`` folder (the same figures as the metrics)."""
+    from mlflow_xai.artifacts import metrics_from_documents
+
+    ranks = {m: {str(f): int(v["rank"]) for f, v in feats.items()}
+             for m, feats in importance.items()}
+    methods = summary.get("methods") or {}
+    ok = [m for m, e in methods.items() if e.get("status") == "ok"]
+    features = [str(f) for f in (summary.get("data") or {}).get("feature_names") or []]
+    if not features:
+        features = sorted({f for feats in ranks.values() for f in feats})
+    status = str(summary.get("status"))
+    blockers = [] if status == "ok" else [f"the explanation's status is '{status}', not 'ok'"]
+    return Facts(metrics=metrics_from_documents(summary, importance, stability, selection),
+                 ranks=ranks, methods_ok=ok, features=features, status=status,
+                 blockers=blockers)
 
 
 def facts_from_explanations(expl: Any) -> Facts:
-    from mlflow_xai.artifacts import metrics_for
+    from mlflow_xai.artifacts import importance_json, stability_json
 
-    ranks = {m: {str(f): int(r) for f, r in col.items()} for m, col in expl.ranks().items()}
-    ok = [m for m, e in expl.summary["methods"].items() if e["status"] == "ok"]
-    return Facts(metrics=metrics_for(expl), ranks=ranks, methods_ok=ok)
+    return facts_from_documents(
+        expl.summary, importance_json(expl), stability_json(expl),
+        {name: selection.to_json() for name, selection in expl.selection.items()})
 
 
-def evaluate_policy(policy: dict[str, Any], expl_or_facts: Any) -> dict[str, Any]:
-    """Judge every rule; the verdict is 'passed' only when every rule passes."""
+def check_features(policy: Policy, facts: Facts) -> None:
+    """A rule that names a feature the model does not have checks nothing: refuse it."""
+    if not facts.features:
+        return
+    from mlflow_xai.artifacts import metric_safe
+
+    known = set(facts.features)
+    for rule in policy.rules:
+        named: list[tuple[str, str]] = []
+        if rule.forbid_top_k is not None:
+            named = [("forbid_top_k.features", f) for f in rule.forbid_top_k.features]
+        elif rule.metric is not None:
+            parts = _strip_prefix(rule.metric).split("/")
+            if len(parts) == 3 and parts[1] == "importance":
+                safe = {metric_safe(f): f for f in facts.features}
+                if parts[2] not in safe:
+                    named = [("metric", parts[2])]
+        for field_name, feature in named:
+            if feature not in known:
+                raise ConfigError(
+                    f"rule '{rule.name}': field '{field_name}' names feature '{feature}', which "
+                    f"the model does not have.{_did_you_mean(feature, facts.features)} Its "
+                    f"features: {_short_list(facts.features)}.")
+
+
+def _short_list(items: list[str], limit: int = 20) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def evaluate_policy(policy: Any, expl_or_facts: Any) -> dict[str, Any]:
+    """Judge every rule; the verdict is 'passed' only when every rule passes and nothing
+    blocks the facts (an explanation that did not finish ``ok`` cannot pass)."""
+    policy = load_policy(policy)
     facts = expl_or_facts if isinstance(expl_or_facts, Facts) else facts_from_explanations(
         expl_or_facts)
-    outcomes = [_judge(rule, facts) for rule in policy["rules"]]
+    check_features(policy, facts)
+    outcomes = [_outcome("explanation-status", "status", "explanation status", facts.status,
+                         {}, False, reason) for reason in facts.blockers]
+    outcomes += [_judge(rule, facts) for rule in policy.rules]
     verdict = "passed" if all(o["verdict"] == "pass" for o in outcomes) else "failed"
     return {"verdict": verdict, "rules": outcomes}
 
 
-def _judge(rule: dict[str, Any], facts: Facts) -> dict[str, Any]:
-    name = rule["name"]
-    if "metric" in rule:
-        value = facts.figure(rule["metric"])
-        bound = {k: rule[k] for k in ("min", "max") if k in rule}
+def _judge(rule: Rule, facts: Facts) -> dict[str, Any]:
+    name = rule.name
+    if rule.metric is not None:
+        value = facts.figure(rule.metric)
+        bound = {k: getattr(rule, k) for k in ("min", "max") if getattr(rule, k) is not None}
         if value is None:
-            return _outcome(name, "metric", rule["metric"], None, bound, False,
-                            f"figure '{rule['metric']}' was not computed (is the check or "
+            return _outcome(name, "metric", rule.metric, None, bound, False,
+                            f"figure '{rule.metric}' was not computed (is the check or "
                             "method enabled?)")
         ok = ("min" not in bound or value >= bound["min"]) and (
             "max" not in bound or value <= bound["max"])
-        return _outcome(name, "metric", rule["metric"], value, bound, ok,
+        return _outcome(name, "metric", rule.metric, value, bound, ok,
                         _bound_text(value, bound))
-    if "forbid_top_k" in rule:
-        spec = rule["forbid_top_k"]
-        ranks = facts.ranks.get(spec["method"])
-        label = f"top {spec['k']} of {spec['method']}"
-        if ranks is None:
-            return _outcome(name, "forbid_top_k", label, None, spec, False,
-                            f"method '{spec['method']}' did not run")
-        hits = [f for f in spec["features"] if ranks.get(str(f), 10**9) <= spec["k"]]
-        return _outcome(name, "forbid_top_k", label, ", ".join(hits) or "none", spec, not hits,
+    if rule.forbid_top_k is not None:
+        spec = rule.forbid_top_k
+        ranks = facts.ranks.get(spec.method)
+        label = f"top {spec.k} of {spec.method}"
+        if ranks is None or spec.method not in facts.methods_ok:
+            return _outcome(name, "forbid_top_k", label, None, spec.model_dump(), False,
+                            f"method '{spec.method}' did not run")
+        hits = [f for f in spec.features if ranks.get(str(f), 10**9) <= spec.k]
+        return _outcome(name, "forbid_top_k", label, ", ".join(hits) or "none",
+                        spec.model_dump(), not hits,
                         f"forbidden feature(s) {hits} in the {label}" if hits else
-                        f"none of {spec['features']} in the {label}")
-    if "require_methods" in rule:
-        missing = [m for m in rule["require_methods"] if m not in facts.methods_ok]
-        return _outcome(name, "require_methods", ", ".join(rule["require_methods"]),
+                        f"none of {list(spec.features)} in the {label}")
+    if rule.require_methods is not None:
+        missing = [m for m in rule.require_methods if m not in facts.methods_ok]
+        return _outcome(name, "require_methods", ", ".join(rule.require_methods),
                         ", ".join(missing) or "all present", {}, not missing,
                         f"missing or failed: {missing}" if missing else "all ran")
-    spec = rule["max_disagreement"]
-    a, b = spec["methods"]
-    figure = spec.get("figure", "rank_correlation")
+    spec = rule.max_disagreement
+    a, b = spec.methods
     value = None
     for pair in (f"{a}__{b}", f"{b}__{a}"):
-        value = facts.figure(f"agreement/{pair}/{figure}")
+        value = facts.figure(f"agreement/{pair}/{spec.figure}")
         if value is not None:
             break
-    label = f"disagreement {a} vs {b} (1 - {figure})"
+    label = f"disagreement {a} vs {b} (1 - {spec.figure})"
     if value is None:
-        return _outcome(name, "max_disagreement", label, None, {"max": spec["max"]}, False,
+        return _outcome(name, "max_disagreement", label, None, {"max": spec.max}, False,
                         f"no agreement figure for {a} and {b} (did both run, and the agreement "
                         "check?)")
     disagreement = 1.0 - value
-    return _outcome(name, "max_disagreement", label, disagreement, {"max": spec["max"]},
-                    disagreement <= spec["max"], _bound_text(disagreement, {"max": spec["max"]}))
+    return _outcome(name, "max_disagreement", label, disagreement, {"max": spec.max},
+                    disagreement <= spec.max, _bound_text(disagreement, {"max": spec.max}))
 
 
 def _bound_text(value: float, bound: dict[str, float]) -> str:
@@ -182,85 +442,48 @@ def _outcome(name: str, kind: str, figure: str, value: Any, bound: dict, ok: boo
             "verdict": "pass" if ok else "fail", "message": message}
 
 
-def set_governance_tags(verdict: str, *, run_id: str | None = None, model_id: str | None = None,
-                        registered_model: str | None = None,
+def methods_named(policy: Policy) -> tuple[list[str], list[str]]:
+    """(explainers, checks) the rules need: what ``--recompute`` runs by default."""
+    from mlflow_xai.plugins import get_registry
+
+    registry = get_registry()
+    explainers: list[str] = []
+    checks: list[str] = []
+    for rule in policy.rules:
+        if rule.forbid_top_k is not None:
+            explainers.append(rule.forbid_top_k.method)
+        if rule.require_methods is not None:
+            explainers += rule.require_methods
+        if rule.max_disagreement is not None:
+            explainers += rule.max_disagreement.methods
+            checks.append("agreement")
+        if rule.metric is not None:
+            parts = _strip_prefix(rule.metric).split("/")
+            if parts[0] in registry.names("check"):
+                checks.append(parts[0])
+                explainers += [p for p in parts[1].split("__")
+                               if p in registry.names("explainer")] if len(parts) > 1 else []
+            elif parts[0] in registry.names("explainer"):
+                explainers.append(parts[0])
+    return list(dict.fromkeys(explainers)), list(dict.fromkeys(checks))
+
+
+def set_governance_tags(verdict: Literal["passed", "failed"] | str, *, run_id: str | None = None,
+                        model_id: str | None = None, registered_model: str | None = None,
                         model_version: str | None = None) -> None:
     """Write ``mlflow_xai.governance=passed|failed`` on the run, LoggedModel and model version."""
     from mlflow import MlflowClient
 
+    from mlflow_xai import tags as tag
+
     client = MlflowClient()
     if run_id:
-        client.set_tag(run_id, "mlflow_xai.governance", verdict)
+        client.set_tag(run_id, tag.GOVERNANCE, verdict)
     if model_id:
         try:
-            client.set_logged_model_tags(model_id, {"mlflow_xai.governance": verdict})
+            client.set_logged_model_tags(model_id, {tag.GOVERNANCE: verdict})
         except Exception:  # not a LoggedModel id (older store): the run tag is still there
             pass
     if registered_model and model_version:
-        client.set_model_version_tag(registered_model, str(model_version),
-                                     "mlflow_xai.governance", verdict)
-
-
-class GateError(Exception):
-    """Bad usage or a missing run/artifact: the gate exits with code 2."""
-
-
-def facts_from_run(run_id: str) -> tuple[Facts, dict[str, Any]]:
-    """Facts from a logged run: its xai metrics, ``importance.json`` and ``summary.json``."""
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient()
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise GateError(f"run '{run_id}' was not found on {mlflow.get_tracking_uri()}: "
-                        f"{exc.message}") from exc
-    root = run.info.artifact_uri.rstrip("/") + "/xai"
-    try:
-        summary = mlflow.artifacts.load_dict(f"{root}/summary.json")
-        importance = mlflow.artifacts.load_dict(f"{root}/importance.json")
-    except Exception as exc:
-        raise GateError(f"run '{run_id}' has no xai/summary.json or xai/importance.json: explain "
-                        "the model first (mlflow_xai.autolog, the xai evaluator or "
-                        "`mlflow-xai explain`).") from exc
-    ranks = {m: {f: int(v["rank"]) for f, v in feats.items()} for m, feats in importance.items()}
-    ok = [m for m, e in summary.get("methods", {}).items() if e.get("status") == "ok"]
-    metrics = {k: float(v) for k, v in run.data.metrics.items()}
-    return Facts(metrics=metrics, ranks=ranks, methods_ok=ok), summary
-
-
-def resolve_run(run_id: str | None, model_uri: str | None) -> tuple[str, str | None,
-                                                                     str | None, str | None]:
-    """(run id, LoggedModel id, registered model name, version) for --run-id / --model-uri."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    if bool(run_id) == bool(model_uri):
-        raise GateError("give exactly one of --run-id and --model-uri.")
-    if run_id:
-        return run_id, None, None, None
-    client = MlflowClient()
-    if not model_uri.startswith("models:/"):
-        raise GateError(f"--model-uri must look like models:/<model_id> or "
-                        f"models:/<name>/<version>, got '{model_uri}'.")
-    path = model_uri[len("models:/"):].strip("/")
-    try:
-        if "/" in path:
-            name, version = path.split("/", 1)
-            mv = client.get_model_version(name, version)
-            model_id = getattr(mv, "model_id", None)
-            return _run_of_model(client, model_id) if model_id else mv.run_id, model_id, name, \
-                version
-        return _run_of_model(client, path), path, None, None
-    except MlflowException as exc:
-        raise GateError(f"model '{model_uri}' was not found: {exc.message}") from exc
-
-
-def _run_of_model(client: Any, model_id: str) -> str:
-    model = client.get_logged_model(model_id)
-    run_id = (model.tags or {}).get("mlflow_xai.run_id") or model.source_run_id
-    if not run_id:
-        raise GateError(f"model {model_id} has no run with explanations.")
-    return run_id
+        client.set_model_version_tag(registered_model, str(model_version), tag.GOVERNANCE,
+                                     verdict)

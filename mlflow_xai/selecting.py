@@ -76,15 +76,9 @@ class FeatureSelection:
 
     def figures(self) -> dict[str, float]:
         """The figures logged as metrics ``xai/selection/<name>/<figure>``."""
-        figures = {"n_selected": float(len(self.selected)), "seconds": self.seconds}
-        for key in ("kuncheva", "jaccard", "score_spearman"):
-            if self.stability.get(key) is not None:
-                figures[key] = float(self.stability[key])
-        for key in ("selected_score", "random_score", "gain"):
-            if self.retrain.get(key) is not None:
-                figures[f"retrain_{key}" if key != "gain" else "retrain_gain"] = \
-                    float(self.retrain[key])
-        return figures
+        from mlflow_xai.artifacts import _selection_figures
+
+        return _selection_figures(self.to_json())
 
 
 def run_selectors(*, registry: Any, config: XaiConfig, prepared: PreparedData, adapter: Any,
