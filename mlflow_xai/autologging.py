@@ -247,11 +247,21 @@ def _signature_columns(data: Any, info: Any, targets: Any) -> Any:
     return data[keep + ([targets] if isinstance(targets, str) and targets in columns else [])]
 
 
-def _data_from_run(run_id: str) -> tuple[Any, Any, str]:
-    """A data set logged to the run: (features, targets column, description) or reason."""
+def _data_from_run(run_id: str, *, sources: Any = None,
+                   use_cache: bool = True) -> tuple[Any, Any, str]:
+    """A data set logged to the run: (features, targets column, description) or reason.
+
+    ``sources`` (a :class:`mlflow_xai.sources.SourcePolicy`) restricts which sources may be
+    read: the watch service reads other people's runs and must not fetch any URL or read any
+    file their authors name. Autolog runs in the author's own process and reads what they
+    logged.
+    """
     from mlflow import MlflowClient
 
-    inputs = MlflowClient().get_run(run_id).inputs
+    from mlflow_xai.sources import source_uri
+
+    run = MlflowClient().get_run(run_id)
+    inputs = run.inputs
     dataset_inputs = list(getattr(inputs, "dataset_inputs", None) or [])
     if not dataset_inputs:
         return None, None, "the run has no data set logged with mlflow.log_input"
@@ -263,19 +273,25 @@ def _data_from_run(run_id: str) -> tuple[Any, Any, str]:
 
     reasons = []
     for di in sorted(dataset_inputs, key=rank):
-        frame, targets, reason = _load_dataset(di)
+        if sources is not None:
+            refusal = sources.refusal(source_uri(di.dataset),
+                                      run_artifact_uri=run.info.artifact_uri)
+            if refusal:
+                reasons.append(f"'{di.dataset.name}': {refusal}")
+                continue
+        frame, targets, reason = _load_dataset(di, use_cache=use_cache)
         if frame is not None:
             return frame, targets, f"run data set '{di.dataset.name}' ({di.dataset.digest})"
         reasons.append(f"'{di.dataset.name}': {reason}")
     return None, None, "; ".join(reasons)
 
 
-def _load_dataset(dataset_input: Any) -> tuple[Any, Any, str]:
+def _load_dataset(dataset_input: Any, *, use_cache: bool = True) -> tuple[Any, Any, str]:
     import pandas as pd
 
     entity = dataset_input.dataset
     with _state.lock:
-        cached = _state.datasets.get(entity.digest)
+        cached = _state.datasets.get(entity.digest) if use_cache else None
     if cached is not None:
         df = getattr(cached, "df", None)
         if isinstance(df, pd.DataFrame):

@@ -256,31 +256,41 @@ def _print_outcome(judged: str, outcome: dict) -> None:
               type=click.FloatRange(min=1),
               help="A model claimed by a watcher on another host that has not finished after "
                    "this many seconds is taken over.")
+@click.option("--model-timeout", default=900.0, show_default=True,
+              type=click.FloatRange(min=1),
+              help="Stop explaining a model after this many seconds (it runs in a worker "
+                   "process that is killed) and record it as failed; the watcher goes on.")
 @click.option("--once", is_flag=True, help="Poll once, handle what is new, and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Also log polls that found nothing new.")
 def watch_command(tracking_uri: str, experiments: tuple[str, ...],
                   registered_models: tuple[str, ...], policy_path: str | None,
                   config_path: str | None, interval: float, max_backoff: float, since: Any,
-                  min_age: float, claim_timeout: float, once: bool, verbose: bool) -> None:
+                  min_age: float, claim_timeout: float, model_timeout: float, once: bool,
+                  verbose: bool) -> None:
     """Explain every new model on a tracking server, as a long-running service.
 
     \b
     What it polls: every --interval seconds, the LoggedModels of the watched experiments
     (MLflow 3 models: mlflow.<flavor>.log_model) and the versions of each --registered-model.
     Each READY model at least --min-age seconds old is explained once, on a CSV/parquet data
-    set logged to its run (mlflow.log_input, contexts eval/validation/test first), else on
-    the reference 'data' of --config. Artifacts (xai/...) and metrics go to the model's
-    source run; tags mlflow_xai.status (ok|failed|skipped) and, with --policy,
-    mlflow_xai.governance go on the run, the LoggedModel and the model version. Models
-    already explained (autolog, evaluator: tag mlflow_xai.status present) are not explained
-    again. A model that fails gets mlflow_xai.status=failed and mlflow_xai.error; the
-    watcher goes on.
+    set logged to its run (mlflow.log_input, contexts eval/validation/test first) whose source
+    is inside the run's own artifacts or an 'allowed_sources' prefix of --config, else on the
+    reference 'data' of --config. Artifacts (xai/...) and metrics go to the model's source run;
+    tags mlflow_xai.status (ok|failed|skipped) and, with --policy, mlflow_xai.governance go on
+    the run, the LoggedModel and the model version. A model that fails or runs past
+    --model-timeout gets mlflow_xai.status=failed and mlflow_xai.error; the watcher goes on.
 
     \b
-    Where state is kept: on the tracking server, as the tag mlflow_xai.watch=running|done|
-    failed|skipped on each LoggedModel / model version (no local state file). A restart, on
-    this or another host, neither repeats nor skips a model. To redo a model, delete its
-    tags mlflow_xai.watch and mlflow_xai.status.
+    What it trusts: nothing an author wrote. Its state tags (mlflow_xai.watch*) are sealed
+    with an HMAC key (MLFLOW_XAI_SIGNING_KEY, else ~/.cache/mlflow-xai/watch.key); unsealed
+    ones are ignored. A model explained by autolog is only judged, not explained again, when
+    its explanation is signed with MLFLOW_XAI_SIGNING_KEY; otherwise the watcher explains it.
+
+    \b
+    Several watchers: each model is claimed by creating the experiment
+    mlflow-xai-claim/<model>/<attempt> (names are unique on the server, so exactly one
+    watcher wins; the experiment is deleted at once). A restart, on this or another host,
+    neither repeats nor skips a model. To redo a model, delete its mlflow_xai.watch* tags.
 
     \b
     Outages: while the server is unreachable the watcher logs
@@ -288,8 +298,8 @@ def watch_command(tracking_uri: str, experiments: tuple[str, ...],
     --max-backoff s) and resumes where it left off.
 
     \b
-    How to stop: SIGTERM or Ctrl-C finishes the model being explained, then exits 0. A second
-    signal aborts at once (the model's claim is taken up again by the next watcher).
+    How to stop: SIGTERM or Ctrl-C stops the model being explained (its worker process is
+    killed and its claim released for the next watcher) and exits 0 within seconds.
 
     \b
     Example:
@@ -298,6 +308,7 @@ def watch_command(tracking_uri: str, experiments: tuple[str, ...],
     \b
       # watch.yaml
       data: reference.parquet        # optional; relative to this file
+      allowed_sources: [/shared/eval-data, s3://team-bucket/eval/]
       targets: label
       explainers: {kernel_shap: {n_samples: 256}}
       max_rows: 200
@@ -313,6 +324,7 @@ def watch_command(tracking_uri: str, experiments: tuple[str, ...],
     log = logging.getLogger("mlflow_xai.watch")
     try:
         config = WatchConfig.load(config_path, policy=policy_path)
+        config.options.setdefault("timeout", model_timeout)
         watcher = Watcher(tracking_uri, experiments=experiments,
                           registered_models=registered_models, config=config,
                           interval=interval, max_backoff=max_backoff,
@@ -334,10 +346,10 @@ def watch_command(tracking_uri: str, experiments: tuple[str, ...],
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        if stop.is_set():  # second signal: abandon the current model now
+        if stop.is_set():  # second signal: abandon at once
             log.warning("%s again: aborting", signal.Signals(signum).name)
             raise KeyboardInterrupt
-        log.info("%s: stopping after the current model (send again to abort)",
+        log.info("%s: stopping (a model being explained is stopped and released)",
                  signal.Signals(signum).name)
         stop.set()
 

@@ -25,3 +25,11 @@ class PluginError(XaiError, RuntimeError):
 
 class DeviceError(XaiError, RuntimeError):
     """A device was requested that this machine does not have."""
+
+
+class ExplainTimeout(XaiError, TimeoutError):
+    """The explanation did not finish within ``timeout`` seconds; its worker was stopped."""
+
+
+class ExplainCancelled(XaiError):
+    """The explanation was cancelled (its ``cancel`` event was set); its worker was stopped."""

@@ -3,25 +3,37 @@
 ``mlflow-xai watch`` polls the server, explains each model once, applies the governance policy
 and writes the usual ``xai/`` artifacts, metrics and tags (the same as autolog does).
 
-State lives on the tracking server, as tags on each model (no local state file), so a restart,
-even on another host, neither repeats nor skips work:
+The watcher handles other people's models and runs, so it trusts none of their tags:
 
-* ``mlflow_xai.watch``: ``running`` (claimed), ``done``, ``failed`` or ``skipped``. A model with
-  ``done``/``failed``/``skipped`` is never looked at again; delete this tag and
-  ``mlflow_xai.status`` to have it redone.
-* ``mlflow_xai.watch.owner``: ``host:pid:token`` of the watcher that claimed it;
-  ``mlflow_xai.watch.time``: when the tag was last written (epoch seconds);
-  ``mlflow_xai.watch.reason``: why a model was skipped.
-* ``mlflow_xai.status`` / ``mlflow_xai.error`` / ``mlflow_xai.governance`` as written by the rest
-  of mlflow-xai. A model that already has ``mlflow_xai.status`` (explained by autolog, the
-  evaluator or the CLI) is not explained again.
+* **Its own state only.** It decides what to do from ``mlflow_xai.watch`` (``running``,
+  ``interrupted``, ``done``, ``failed``, ``skipped``), ``mlflow_xai.watch.owner``,
+  ``.time`` and ``.attempt``, and only when ``mlflow_xai.watch.seal`` is the HMAC of those
+  values under the watcher's key (``MLFLOW_XAI_SIGNING_KEY``, else a key file created in the
+  user's cache, ``MLFLOW_XAI_WATCH_KEY_FILE`` to move it). State an author wrote by hand is
+  ignored, and so are their ``mlflow_xai.status`` / ``mlflow_xai.run_id`` tags: a model is
+  skipped as "already explained" only when its recorded explanation verifies like the gate
+  verifies it, signature included (so only with ``MLFLOW_XAI_SIGNING_KEY`` shared with the
+  clients that run autolog).
+* **Exactly once across watchers.** Before explaining, a watcher claims the model by creating
+  the experiment ``mlflow-xai-claim/<model>/<attempt>``: experiment names are unique in every
+  MLflow store (a database constraint), so exactly one watcher's create succeeds; it is deleted
+  at once (hidden from the UI; the name stays taken). A claim whose holder died (same host: its
+  pid is gone; any host: no sealed progress after ``claim_timeout`` s) or was interrupted is
+  taken over by claiming ``attempt + 1``, again atomically.
+* **Data it may read.** A run's data set is read only from the run's own artifact location or
+  from ``allowed_sources`` prefixes in the watch config; any other URL or path is refused with
+  the reason (and the config's reference ``data`` is used instead, when given).
+* **Models that hang** run in a worker process that is stopped after ``--model-timeout`` s (the
+  model is recorded as failed) or at the first SIGTERM (the claim is released for the next
+  watcher).
 
-A claim (``running``) left behind by a watcher that died is taken over at once by a watcher on
-the same host (the owner's pid is gone) and by any watcher after ``claim_timeout`` seconds.
+To redo a model, delete its ``mlflow_xai.watch*`` tags.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import re
@@ -42,14 +54,21 @@ WATCH_TAG = "mlflow_xai.watch"
 OWNER_TAG = "mlflow_xai.watch.owner"
 TIME_TAG = "mlflow_xai.watch.time"
 REASON_TAG = "mlflow_xai.watch.reason"
+ATTEMPT_TAG = "mlflow_xai.watch.attempt"
+SEAL_TAG = "mlflow_xai.watch.seal"
 STATUS_TAG = "mlflow_xai.status"
 TERMINAL = ("done", "failed", "skipped")
+#: A claim experiment's name: one per model and attempt (experiment names are unique).
+CLAIM_PREFIX = "mlflow-xai-claim"
+#: Give up claiming a model after this many attempts (each one died or was interrupted).
+MAX_ATTEMPTS = 20
+KEY_FILE_ENV = "MLFLOW_XAI_WATCH_KEY_FILE"
 #: Copied from an explained LoggedModel onto the registered version that points at it.
 MIRRORED_TAGS = (STATUS_TAG, "mlflow_xai.governance", "mlflow_xai.run_id", "mlflow_xai.error")
 #: Model version tag values are capped by the server (5000 chars); stay well below.
 MAX_TAG_VALUE = 1000
 #: Keys of the --config YAML that are the watcher's own; every other key is an explain() option.
-OWN_CONFIG_KEYS = frozenset({"data"})
+OWN_CONFIG_KEYS = frozenset({"data", "allowed_sources"})
 _MODEL_ID_SOURCE = re.compile(r"^models:/(m-[0-9a-f]+)/?$")
 #: Between full listings, only models created after the oldest unfinished one are listed.
 FULL_SCAN_EVERY = 60
@@ -113,6 +132,8 @@ class WatchConfig:
     options: dict[str, Any] = field(default_factory=dict)
     reference: Any = None  # DataFrame used when a model's run has no loadable data set
     reference_path: str | None = None
+    #: Data-set sources the operator allows besides each run's own artifacts.
+    allowed_sources: list[str] = field(default_factory=list)
 
     @property
     def targets(self) -> str | None:
@@ -153,7 +174,52 @@ class WatchConfig:
             if config.targets is not None and config.targets not in reference.columns:
                 raise ConfigError(f"targets column '{config.targets}' is not in {reference_path} "
                                   f"(columns: {', '.join(map(str, reference.columns))}).")
-        return cls(options=options, reference=reference, reference_path=reference_path)
+        allowed = _allowed_sources(mapping.get("allowed_sources"), path)
+        return cls(options=options, reference=reference, reference_path=reference_path,
+                   allowed_sources=allowed)
+
+
+def _allowed_sources(value: Any, config_path: Any) -> list[str]:
+    """``allowed_sources``: a list of URL prefixes or folders (relative to the config file)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError("allowed_sources must be a list of folders or URL prefixes, e.g. "
+                          "[/data/reference, s3://team-bucket/eval/].")
+    out = []
+    for entry in value:
+        if "://" in entry or entry.startswith("/") or config_path is None:
+            out.append(entry)
+        else:
+            out.append(str((Path(config_path).parent / entry).resolve()))
+    return out
+
+
+def state_key() -> bytes:
+    """The key that seals the watcher's own state tags.
+
+    ``MLFLOW_XAI_SIGNING_KEY`` when set (give every watcher host the same one); otherwise a
+    random key kept in a file (``MLFLOW_XAI_WATCH_KEY_FILE``, default
+    ``~/.cache/mlflow-xai/watch.key``), created on first use with mode 0600.
+    """
+    from mlflow_xai.provenance import signing_key
+
+    key = signing_key()
+    if key:
+        return key
+    path = Path(os.environ.get(KEY_FILE_ENV) or
+                Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "mlflow-xai" / "watch.key")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another watcher on this host created it first
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
 
 
 def _read_table(path: str) -> Any:
@@ -236,6 +302,12 @@ class Watcher:
         self._errored: set[str] = set()
         self._cursor_ms: int | None = None  # in memory only: a restart lists everything once
         self._scans = 0
+        self._key = state_key()
+        self._attempts: dict[str, int] = {}
+        self._stop_event: threading.Event | None = None
+        from mlflow_xai.sources import SourcePolicy
+
+        self.sources = SourcePolicy(list(self.config.allowed_sources))
 
     # ------------------------------------------------------------------ loop
 
@@ -283,6 +355,7 @@ class Watcher:
         being explained keeps its ``running`` claim and is taken up again on the next poll).
         """
         handled: list[Handled] = []
+        self._stop_event = stop_event
         stopping = stop_event.is_set if stop_event is not None else (lambda: False)
         floor = None if self._scans % FULL_SCAN_EVERY == 0 else self._cursor_ms
         models = list(self._logged_models(self._experiment_ids(), floor))
@@ -446,30 +519,59 @@ class Watcher:
         model_id = model.model_id
         first = self._consider_logged_model(model, registered=target.registered)
         model_tags = dict(self.client.get_logged_model(model_id).tags or {})
-        state = model_tags.get(WATCH_TAG)
-        if state not in TERMINAL and STATUS_TAG not in model_tags:
+        state, _ = self._own_state(model_id, model_tags)
+        if state not in TERMINAL:
             return [first]  # claimed by another watcher, or not ready: next poll
-        tags = {k: model_tags[k][:MAX_TAG_VALUE] for k in MIRRORED_TAGS if k in model_tags}
-        outcome = state if state in TERMINAL else "skipped"
-        tags.update({WATCH_TAG: outcome, OWNER_TAG: self.owner, TIME_TAG: _now(),
-                     "mlflow_xai.model_id": model_id})
-        target.set_tags(tags)
-        detail = f"model {model_id}: {model_tags.get(STATUS_TAG, outcome)}"
+        mirrored = {k: model_tags[k][:MAX_TAG_VALUE] for k in MIRRORED_TAGS if k in model_tags}
+        mirrored["mlflow_xai.model_id"] = model_id
+        target.set_tags(self._state_tags(target, state, extra=mirrored))
+        detail = f"model {model_id}: {model_tags.get(STATUS_TAG, state)}"
         if "mlflow_xai.governance" in model_tags:
             detail += f", governance {model_tags['mlflow_xai.governance']}"
-        _logger.info("%s model version %s (%s)", outcome, target.key, detail)
-        return [first, Handled(target.kind, target.key, outcome, time.monotonic() - started,
+        _logger.info("%s model version %s (%s)", state, target.key, detail)
+        return [first, Handled(target.kind, target.key, state, time.monotonic() - started,
                                detail)]
+
+    # ------------------------------------------------------------------ own state
+
+    def _seal(self, key: str, state: str, owner: str, when: str, attempt: str) -> str:
+        message = "|".join((key, state, owner, when, attempt))
+        return hmac.new(self._key, message.encode(), hashlib.sha256).hexdigest()
+
+    def _own_state(self, key: str, tags: dict[str, str]) -> tuple[str | None, int]:
+        """(state, attempt) when the state tags were sealed with our key; else (None, -1).
+
+        Anything an author wrote by hand (``mlflow_xai.watch=done`` to make the watcher skip a
+        model) fails the seal and is ignored.
+        """
+        state = tags.get(WATCH_TAG)
+        attempt = tags.get(ATTEMPT_TAG, "")
+        if not state or not attempt.isdigit():
+            return None, -1
+        expected = self._seal(key, state, tags.get(OWNER_TAG, ""), tags.get(TIME_TAG, ""),
+                              attempt)
+        if not hmac.compare_digest(expected, tags.get(SEAL_TAG, "")):
+            return None, -1
+        return state, int(attempt)
+
+    def _state_tags(self, target: _Target, state: str, *, attempt: int | None = None,
+                    extra: dict[str, str] | None = None) -> dict[str, str]:
+        attempt_text = str(self._attempts.get(target.key, 0) if attempt is None else attempt)
+        when = _now()
+        own = {WATCH_TAG: state, OWNER_TAG: self.owner, TIME_TAG: when,
+               ATTEMPT_TAG: attempt_text,
+               SEAL_TAG: self._seal(target.key, state, self.owner, when, attempt_text)}
+        return {**(extra or {}), **own}
 
     def _finished(self, model: Any) -> bool:
         """Nothing left to do for this model (handled, or before --since)."""
-        if (model.tags or {}).get(WATCH_TAG) in TERMINAL:
+        if self._own_state(model.model_id, dict(model.tags or {}))[0] in TERMINAL:
             return True
         return self.since_ms is not None and (model.creation_timestamp or 0) < self.since_ms
 
     def _old_enough(self, created_ms: int | None) -> bool:
-        """After --since, and at least ``min_age`` s old: a client running autolog tags the
-        model mlflow_xai.status within that time, and the watcher must not explain it too."""
+        """After --since, and at least ``min_age`` s old: a client running autolog records its
+        explanation within that time, and the watcher then only judges it."""
         created = (created_ms or 0) / 1000
         if self.since_ms is not None and created * 1000 < self.since_ms:
             return False
@@ -497,8 +599,8 @@ class Watcher:
             return None
 
     def _wants(self, target: _Target) -> bool:
-        """Not handled yet and not claimed by a live watcher."""
-        state = target.tags.get(WATCH_TAG)
+        """Not handled yet (by our sealed state) and not claimed by a live watcher."""
+        state, _ = self._own_state(target.key, target.tags)
         if state in TERMINAL:
             return False
         return state != "running" or self._claim_is_stale(target.tags)
@@ -510,13 +612,25 @@ class Watcher:
     def _process(self, target: _Target) -> Handled | None:
         if not self._wants(target):
             return None
+        target.tags = target.get_tags()  # the listing may be stale: decide on fresh state
+        if not self._wants(target):
+            return None
         started = time.monotonic()
-        if STATUS_TAG in target.tags:
-            return self._already_explained(target, started)
+        trusted = self._trusted_explanation(target)
+        if trusted is not None:
+            return self._already_explained(target, started, trusted)
         if not self._claim(target):
             return None
+        from mlflow_xai.errors import ExplainCancelled
+
         try:
             outcome, detail = self._explain(target)
+        except ExplainCancelled:
+            # Stopping: hand the model back at once (the next watcher claims attempt + 1).
+            target.set_tags(self._state_tags(target, "interrupted"))
+            _logger.info("interrupted %s %s after %.1fs; released for the next watcher",
+                         target.kind, target.key, time.monotonic() - started)
+            return None
         except Exception as exc:
             if is_unreachable(exc) or not self._server_answers():
                 # Not the model's fault: keep the claim (ours) and redo it after the outage.
@@ -536,54 +650,100 @@ class Watcher:
         return Handled(target.kind, target.key, outcome, seconds, detail)
 
     def _claim(self, target: _Target) -> bool:
-        """Mark the model ``running`` and read back: another watcher may have claimed it too
-        (best effort: tags have no compare-and-set)."""
-        target.set_tags({WATCH_TAG: "running", OWNER_TAG: self.owner, TIME_TAG: _now()})
-        current = target.get_tags()
-        return current.get(OWNER_TAG) == self.owner
+        """Claim the model atomically: create the experiment ``mlflow-xai-claim/<key>/<n>``.
 
-    def _already_explained(self, target: _Target, started: float) -> Handled:
-        """Explained elsewhere (autolog, evaluator, CLI, or us before a crash): judge it against
-        the policy if it has no verdict yet, and mark it handled."""
-        ours = target.tags.get(WATCH_TAG) == "running"
-        status = target.tags[STATUS_TAG]
-        detail = f"already explained ({STATUS_TAG}={status})"
-        tags = {WATCH_TAG: "done" if ours else "skipped", OWNER_TAG: self.owner,
-                TIME_TAG: _now()}
-        if not ours:
-            tags[REASON_TAG] = detail
-        if self._policy is not None and status == "ok" and \
-                "mlflow_xai.governance" not in target.tags:
-            verdict = self._judge_existing(target)
-            if verdict:
-                detail += f"; governance {verdict}"
-        target.set_tags(tags)
-        _logger.info("%s %s %s: %s", tags[WATCH_TAG], target.kind, target.key, detail)
-        return Handled(target.kind, target.key, tags[WATCH_TAG], time.monotonic() - started,
-                       detail)
+        Experiment names are unique in every MLflow store (a database constraint), so of
+        several watchers creating the same name exactly one succeeds. Attempt ``n + 1`` is
+        claimed only when attempt ``n``'s holder is gone (see :meth:`_attempt_abandoned`).
+        """
+        from mlflow.exceptions import MlflowException
 
-    def _judge_existing(self, target: _Target) -> str | None:
-        from mlflow_xai.governance import (
-            GateError,
-            evaluate_policy,
-            facts_from_run,
-            set_governance_tags,
-        )
+        state, attempt = self._own_state(target.key, target.tags)
+        n = attempt + 1 if state in ("running", "interrupted") else 0
+        for _ in range(MAX_ATTEMPTS):
+            name = claim_name(target.key, n)
+            try:
+                experiment_id = self.client.create_experiment(name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                following = self._attempt_abandoned(target, name, n)
+                if following is None:
+                    return False
+                n = following
+                continue
+            try:  # hidden from the UI; the name stays reserved while the experiment is deleted
+                self.client.delete_experiment(experiment_id)
+            except MlflowException as exc:
+                _logger.debug("could not hide claim experiment %s: %s", name, exc)
+            self._attempts[target.key] = n
+            target.set_tags(self._state_tags(target, "running", attempt=n))
+            return True
+        _logger.warning("gave up claiming %s %s after %d abandoned attempts", target.kind,
+                        target.key, MAX_ATTEMPTS)
+        return False
 
-        run_id = target.tags.get("mlflow_xai.run_id") or target.run_id
-        if not run_id:
+    def _attempt_abandoned(self, target: _Target, name: str, n: int) -> int | None:
+        """Attempt ``n`` is held by someone: the next attempt to try if its holder is gone,
+        else ``None`` (leave the model to them)."""
+        tags = target.get_tags()
+        state, attempt = self._own_state(target.key, tags)
+        if state in TERMINAL:
             return None
-        try:
-            facts, _ = facts_from_run(run_id)
-        except GateError as exc:
-            _logger.warning("cannot apply the policy to %s %s: %s", target.kind, target.key, exc)
+        if state is not None and attempt >= n:
+            if state == "interrupted" or (state == "running" and self._claim_is_stale(tags)):
+                return attempt + 1
             return None
-        outcome = evaluate_policy(self._policy, facts)
+        # Claimed, but no sealed progress for it: the holder died before writing any, or
+        # somebody squats on the name. Either way, after claim_timeout the next attempt is fair.
+        claim = self.client.get_experiment_by_name(name)
+        created = (getattr(claim, "creation_time", None) or 0) / 1000
+        if claim is not None and time.time() - created > self.claim_timeout:
+            return n + 1
+        return None
+
+    def _trusted_explanation(self, target: _Target) -> Any:
+        """Facts of an explanation recorded elsewhere (autolog, the evaluator) that verify as
+        the gate verifies them, signature included; ``None`` when there is none to trust.
+
+        Without ``MLFLOW_XAI_SIGNING_KEY`` nothing an author recorded can be told from a
+        forgery, so the watcher explains the model itself.
+        """
+        from mlflow_xai.provenance import signing_key
+
+        if signing_key() is None or not target.run_id:
+            return None
+        from mlflow_xai.gate import GateError, Target, recorded_facts
+
         name, version = target.registered or (None, None)
-        set_governance_tags(outcome["verdict"], run_id=run_id, model_id=target.model_id,
-                            registered_model=name, model_version=version)
-        self.client.log_dict(run_id, outcome, "xai/governance.json")
-        return outcome["verdict"]
+        try:
+            facts, _ = recorded_facts(Target(target.run_id, target.model_id, name, version))
+        except GateError:
+            return None
+        except Exception as exc:
+            if is_unreachable(exc):
+                raise
+            return None
+        return None if facts.blockers else facts
+
+    def _already_explained(self, target: _Target, started: float, facts: Any) -> Handled:
+        """Explained and signed elsewhere: judge it against the policy and mark it handled."""
+        detail = "already explained (signed explanation verified)"
+        if self._policy is not None:
+            from mlflow_xai.governance import evaluate_policy, set_governance_tags
+
+            outcome = evaluate_policy(self._policy, facts)
+            name, version = target.registered or (None, None)
+            set_governance_tags(outcome["verdict"], run_id=target.run_id,
+                                model_id=target.model_id, registered_model=name,
+                                model_version=version)
+            self.client.log_dict(target.run_id, {"mode": "recorded", "run_id": target.run_id,
+                                                 "model_id": target.model_id, **outcome},
+                                 "xai/governance.json")
+            detail += f"; governance {outcome['verdict']}"
+        target.set_tags(self._state_tags(target, "skipped", extra={REASON_TAG: detail}))
+        _logger.info("skipped %s %s: %s", target.kind, target.key, detail)
+        return Handled(target.kind, target.key, "skipped", time.monotonic() - started, detail)
 
     def _explain(self, target: _Target) -> tuple[str, str]:
         """Explain one model into its run; ``(outcome, detail)``."""
@@ -602,18 +762,23 @@ class Watcher:
             if not self._server_answers():  # the data set's download may have failed for that
                 raise ServerUnreachable(f"while loading the data set of run {target.run_id}")
             reason = (f"no data to explain: {source}. Log a CSV/parquet-backed data set with "
-                      "mlflow.log_input(..., context='eval') or name reference data in "
-                      "--config (data: path).")
+                      "mlflow.log_input(..., context='eval') from the run's artifacts or an "
+                      "allowed_sources location, or name reference data in --config "
+                      "(data: path).")
             log_failure(target.run_id, reason, status="skipped", model_id=target.model_id)
-            target.set_tags({WATCH_TAG: "skipped", STATUS_TAG: "skipped", TIME_TAG: _now(),
-                             REASON_TAG: reason[:MAX_TAG_VALUE]})
+            target.set_tags(self._state_tags(target, "skipped", extra={
+                STATUS_TAG: "skipped", REASON_TAG: reason[:MAX_TAG_VALUE]}))
             return "skipped", reason
         config = XaiConfig.from_mapping({**self.config.options, "targets": targets},
                                         where="watch config")
-        expl = run(target.uri, data, config)
+        if self._stop_event is not None:
+            expl = run(target.uri, data, config, cancel=self._stop_event)
+        else:
+            expl = run(target.uri, data, config)
         expl.summary["data"]["source"] = source
         expl.model_id = expl.model_id or target.model_id
         log_explanations(expl, run_id=target.run_id, model_id=target.model_id,
+                         registered=target.registered if target.model_id is None else None,
                          tags={"mlflow_xai.model_id": target.model_id or "",
                                "mlflow_xai.source": "watch"})
         verdict = (expl.governance or {}).get("verdict")
@@ -622,12 +787,12 @@ class Watcher:
 
             set_governance_tags(verdict, registered_model=target.registered[0],
                                 model_version=target.registered[1])
-        done = {WATCH_TAG: "done", TIME_TAG: _now(), "mlflow_xai.run_id": target.run_id}
+        extra = {"mlflow_xai.run_id": target.run_id}
         if target.model_id is None:  # a version: log_explanations tagged only run and model
-            done[STATUS_TAG] = expl.summary["status"]
+            extra[STATUS_TAG] = expl.summary["status"]
             if verdict is not None:
-                done["mlflow_xai.governance"] = verdict
-        target.set_tags(done)
+                extra["mlflow_xai.governance"] = verdict
+        target.set_tags(self._state_tags(target, "done", extra=extra))
         detail = (f"{', '.join(expl.methods) or 'no methods'}, "
                   f"{expl.summary['data'].get('rows_explained')} rows, "
                   f"status {expl.summary['status']}, data: {source}")
@@ -636,11 +801,12 @@ class Watcher:
         return "done", detail
 
     def _data_for(self, run_id: str, info: Any) -> tuple[Any, Any, str]:
-        """The run's logged data set (eval contexts first), else the config's reference data."""
+        """The run's logged data set (eval contexts first) when its source is allowed, else the
+        config's reference data."""
         from mlflow_xai.autologging import _data_from_run, _signature_columns
 
         wanted = self.config.targets
-        data, targets, source = _data_from_run(run_id)
+        data, targets, source = _data_from_run(run_id, sources=self.sources, use_cache=False)
         if data is not None:
             # A data set loaded from its file does not remember its label column: the config's
             # `targets` names it.
@@ -649,7 +815,7 @@ class Watcher:
             return _signature_columns(data, info, targets), targets, source
         if self.config.reference is not None:
             return (_signature_columns(self.config.reference, info, wanted), wanted,
-                    f"reference data {self.config.reference_path}")
+                    f"reference data {self.config.reference_path} ({source})")
         return None, None, source
 
     def _record_failure(self, target: _Target, exc: BaseException, reason: str) -> None:
@@ -657,8 +823,8 @@ class Watcher:
 
         if target.run_id:
             log_failure(target.run_id, exc, model_id=target.model_id)
-        target.set_tags({WATCH_TAG: "failed", STATUS_TAG: "failed", TIME_TAG: _now(),
-                         "mlflow_xai.error": reason[:MAX_TAG_VALUE]})
+        target.set_tags(self._state_tags(target, "failed", extra={
+            STATUS_TAG: "failed", "mlflow_xai.error": reason[:MAX_TAG_VALUE]}))
 
     def _server_answers(self) -> bool:
         """A failure seen while the server was going down must not be blamed on the model."""
@@ -667,6 +833,13 @@ class Watcher:
             return True
         except Exception as exc:  # noqa: BLE001 - any answer, even an error, means it is up
             return not is_unreachable(exc)
+
+
+def claim_name(key: str, attempt: int) -> str:
+    """The claim experiment's name for one model (id, or name/version) and attempt."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    readable = re.sub(r"[^\w.-]", "_", key)[:64]
+    return f"{CLAIM_PREFIX}/{readable}-{digest}/{attempt}"
 
 
 def claim_is_stale(tags: dict[str, str], *, owner: str, host: str, claim_timeout: float,

@@ -161,7 +161,7 @@ def _artifacts(client: Any, run_id: str) -> set[str]:
 @pytest.mark.server
 @pytest.mark.slow
 def test_watch_explains_restarts_and_survives_an_outage(watch_server: MlflowServer, tmp_path,
-                                                        logreg, cancer_small):
+                                                        logreg, cancer_small, monkeypatch):
     from mlflow import MlflowClient
 
     import mlflow_xai
@@ -174,7 +174,11 @@ def test_watch_explains_restarts_and_survives_an_outage(watch_server: MlflowServ
     X.drop(columns=["mean texture"]).assign(target=y.values).to_parquet(bad)
     config = tmp_path / "watch.yaml"
     config.write_text("explainers: {kernel_shap: {n_samples: 64}}\nchecks: []\n"
-                      "max_rows: 30\nbackground_rows: 20\ntargets: target\n")
+                      "max_rows: 30\nbackground_rows: 20\ntargets: target\n"
+                      f"allowed_sources: [{tmp_path}]\n")
+    # Shared by the watcher and the autolog client below: the watcher trusts (and so does not
+    # explain again) only explanations signed with it.
+    monkeypatch.setenv("MLFLOW_XAI_SIGNING_KEY", "test-key-" + tmp_path.name)
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules:\n  - name: shap-present\n    require_methods: [kernel_shap]\n")
     uri = watch_server.url
@@ -203,7 +207,7 @@ def test_watch_explains_restarts_and_survives_an_outage(watch_server: MlflowServ
         first.kill()
     log1 = first.log()
     assert code == 0, log1
-    assert "stopping after the current model" in log1 and log1.rstrip().endswith("stopped")
+    assert "SIGTERM: stopping" in log1 and log1.rstrip().endswith("stopped")
 
     for model_id, run_id in ((a_model, a_run), (b_model, b_run)):
         tags = _model_tags(client, model_id)
@@ -348,7 +352,7 @@ def test_a_model_interrupted_by_an_outage_is_resumed_not_failed(watch_server: Ml
     X.assign(target=y.values).to_parquet(data)
     config = tmp_path / "watch.yaml"
     config.write_text("explainers: {kernel_shap: {n_samples: 64}}\nchecks: []\nmax_rows: 20\n"
-                      "targets: target\n")
+                      f"targets: target\nallowed_sources: [{tmp_path}]\n")
     model_id, run_id = _log_model(watch_server.url, logreg, X, data, experiment="watch-resume")
 
     # The Watcher sets the process-wide tracking URI and HTTP retry settings: restore them.
