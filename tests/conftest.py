@@ -95,6 +95,28 @@ def forest(cancer_small):
 
 
 @pytest.fixture(scope="session")
+def people() -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """Synthetic applicants; the 'biased' labels lean on the protected attribute 'sex'."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"income": rng.normal(50, 10, 300), "debt": rng.normal(10, 3, 300),
+                      "age": rng.integers(20, 70, 300).astype(float),
+                      "sex": rng.integers(0, 2, 300).astype(float),
+                      "tenure": rng.normal(5, 2, 300)})
+    fair = (X["income"] - 2 * X["debt"] + 0.5 * X["tenure"] > 32).astype(int)
+    biased = ((X["income"] - 2 * X["debt"]) / 10 + 4 * X["sex"] > 4).astype(int)
+    return X, fair, biased
+
+
+def fit_logreg(X: pd.DataFrame, y: pd.Series):
+    """A scaled logistic regression (the governance tests' fair/biased models)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
+
+
+@pytest.fixture(scope="session")
 def diabetes() -> tuple[pd.DataFrame, pd.Series]:
     from sklearn.datasets import load_diabetes
 

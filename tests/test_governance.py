@@ -14,7 +14,7 @@ import mlflow_xai
 from mlflow_xai.cli import cli
 from mlflow_xai.errors import ConfigError
 from mlflow_xai.governance import evaluate_policy, load_policy
-from tests.conftest import SKLEARN_REQS
+from tests.conftest import SKLEARN_REQS, fit_logreg as _fit
 
 POLICY = """
 rules:
@@ -28,27 +28,6 @@ rules:
   - name: methods-agree
     max_disagreement: {methods: [exact_shap, permutation_shap], max: 0.3}
 """
-
-
-@pytest.fixture(scope="module")
-def people():
-    """Synthetic applicants; the 'biased' model leans on the protected attribute 'sex'."""
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame({"income": rng.normal(50, 10, 300), "debt": rng.normal(10, 3, 300),
-                      "age": rng.integers(20, 70, 300).astype(float),
-                      "sex": rng.integers(0, 2, 300).astype(float),
-                      "tenure": rng.normal(5, 2, 300)})
-    fair = (X["income"] - 2 * X["debt"] + 0.5 * X["tenure"] > 32).astype(int)
-    biased = ((X["income"] - 2 * X["debt"]) / 10 + 4 * X["sex"] > 4).astype(int)
-    return X, fair, biased
-
-
-def _fit(X, y):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
 
 
 @pytest.mark.parametrize("text, message", [
