@@ -46,6 +46,7 @@ def explain(
     selection_rows: int = 10_000,
     selection_bootstrap: int = 5,
     retrain: Any = None,
+    timeout: float | None = None,
 ) -> Explanations:
     """Explain ``model`` on ``data`` with every requested (or applicable) explainer.
 
@@ -83,6 +84,10 @@ def explain(
         retrain: a scikit-learn estimator (cloned, 3-fold cross-validated) or a function
             ``score(X_subset, y) -> float``: retrain on the selected features and on random
             subsets of the same size and report the gain (ROAR-style). Default: skipped.
+        timeout: seconds the explanation may take; the work then runs in a worker process,
+            which is stopped when the time is up (:class:`~mlflow_xai.errors.ExplainTimeout`),
+            so a model whose predict hangs cannot stall the caller. The worker's start-up
+            (1 to 3 s) is not counted. Default: no limit, run in this process.
 
     Returns:
         :class:`~mlflow_xai.explanations.Explanations`; call ``.log()`` to upload to MLflow.
@@ -96,7 +101,7 @@ def explain(
                        background=background,
                        background_rows=background_rows, max_rows=max_rows, device=device,
                        seed=seed, output=output, strict=strict, progress=progress,
-                       model_type=model_type)
+                       model_type=model_type, timeout=timeout)
     result = run(model, data, config)
     if output_dir is not None:
         from mlflow_xai.artifacts import write_artifacts

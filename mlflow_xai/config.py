@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -30,6 +32,7 @@ class XaiConfig:
     selection_rows: int = 10_000
     selection_bootstrap: int = 5
     retrain: Any = None
+    timeout: float | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -67,6 +70,11 @@ class XaiConfig:
                               f"score(X_subset, y) -> float, got {type(self.retrain).__name__}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}.")
+        value = self.timeout
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                  or not math.isfinite(value) or value <= 0):
+            raise ConfigError(f"timeout must be a positive number of seconds (or None for no "
+                              f"limit), got {value!r}.")
         if self.model_type not in (None, "classifier", "regressor"):
             raise ConfigError(
                 f"model_type must be 'classifier', 'regressor' or None, got {self.model_type!r}.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import numpy as np
 
 from mlflow_xai.base import Attribution, ExplainTask
 from mlflow_xai.checking import build_context, run_checks
-from mlflow_xai.config import XaiConfig, normalize_methods
+from mlflow_xai.config import XaiConfig, check_methods, normalize_methods
 from mlflow_xai.data import PreparedData, prepare_data
 from mlflow_xai.device import PeakMemory, batch_rows, resolve_device
 from mlflow_xai.errors import ModelPredictError, XaiError
@@ -91,8 +92,21 @@ class CountingPredict:
         return predict
 
 
-def run(model: Any, data: Any, config: XaiConfig) -> Explanations:
-    """Explain ``data`` with every requested (or applicable) explainer."""
+def run(model: Any, data: Any, config: XaiConfig, *,
+        cancel: threading.Event | None = None) -> Explanations:
+    """Explain ``data`` with every requested (or applicable) explainer.
+
+    With ``config.timeout`` or a ``cancel`` event the work runs in a worker process that is
+    stopped when the time is up (:class:`~mlflow_xai.errors.ExplainTimeout`) or the event is
+    set (:class:`~mlflow_xai.errors.ExplainCancelled`); see :mod:`mlflow_xai.worker`.
+    Otherwise it runs here, in this thread.
+    """
+    if config.timeout is not None or cancel is not None:
+        from mlflow_xai.worker import run_in_worker
+
+        config.validate()
+        check_methods(config)  # option mistakes fail here, not after the worker's start-up
+        return run_in_worker(model, data, config, timeout=config.timeout, cancel=cancel)
     with _blas_threads():
         return _run(model, data, config)
 

@@ -103,6 +103,8 @@ def is_unreachable(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, XaiError):
+            return False  # ours: about the model or the data (a timeout is a TimeoutError too)
         if isinstance(current, transient):
             return True
         if getattr(current, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
@@ -621,6 +623,8 @@ class Watcher:
             return self._already_explained(target, started, trusted)
         if not self._claim(target):
             return None
+        _logger.info("explaining %s %s (attempt %d)", target.kind, target.key,
+                     self._attempts.get(target.key, 0))
         from mlflow_xai.errors import ExplainCancelled
 
         try:
