@@ -66,7 +66,7 @@ def main() -> None:
     print(f"done in {time.perf_counter() - started:.1f} s")
     print(f"open the UI:  mlflow ui --backend-store-uri {args.tracking_uri}")
     print(f"gate it:      MLFLOW_TRACKING_URI={args.tracking_uri} mlflow-xai check "
-          f"--run-id {run.info.run_id} --policy examples/governance/policy.yaml")
+          f"--model-uri {info.model_uri} --policy examples/quickstart_policy.yaml")
 
 
 def _walk(client: mlflow.MlflowClient, run_id: str, path: str) -> list[str]:

@@ -207,16 +207,17 @@ class _Job:
         expl = run(self.info.model_uri, data, config)
         expl.summary["data"]["source"] = source
         expl.model_id = expl.model_id or self.info.model_id
-        log_explanations(expl, run_id=self.run_id, model_id=self.info.model_id,
-                         tags={"mlflow_xai.model_id": self.info.model_id or ""})
         version = getattr(self.info, "registered_model_version", None)
-        if expl.governance is not None and version is not None:
+        name = _registered_name(self.info) if version is not None else None
+        log_explanations(expl, run_id=self.run_id, model_id=self.info.model_id,
+                         registered=(name, str(version)) if name else None,
+                         tags={"mlflow_xai.model_id": self.info.model_id or "",
+                               "mlflow_xai.source": "autolog"})
+        if expl.governance is not None and name:
             from mlflow_xai.governance import set_governance_tags
 
-            name = _registered_name(self.info)
-            if name:
-                set_governance_tags(expl.governance["verdict"], registered_model=name,
-                                    model_version=str(version))
+            set_governance_tags(expl.governance["verdict"], registered_model=name,
+                                model_version=str(version))
 
 
 def _registered_name(info: Any) -> str | None:

@@ -137,6 +137,15 @@ def test_author_tags_and_data_sources_are_not_trusted(server, tmp_path, logreg, 
     assert watcher.poll_once() == []
 
 
+def _data_and_config(tmp_path: Path, X, y) -> tuple[Path, Path]:
+    """An eval parquet (with its label) and a watch config that allows reading it."""
+    data = tmp_path / "eval.parquet"
+    X.assign(target=y.values).to_parquet(data)
+    config = tmp_path / "watch.yaml"
+    config.write_text(CONFIG + f"allowed_sources: [{tmp_path}]\n")
+    return data, config
+
+
 def _hanging_model():
     """A pyfunc model whose predict never returns (defined in a function: pickled by value)."""
     import mlflow
@@ -177,10 +186,7 @@ def test_a_hanging_model_is_stopped_and_sigterm_stops_the_watcher(server, tmp_pa
     from mlflow import MlflowClient
 
     X, y = cancer_small
-    data = tmp_path / "eval.parquet"
-    X.assign(target=y.values).to_parquet(data)
-    config = tmp_path / "watch.yaml"
-    config.write_text(CONFIG + f"allowed_sources: [{tmp_path}]\n")
+    data, config = _data_and_config(tmp_path, X, y)
     client = MlflowClient(server)
     experiment = f"hang-{tmp_path.name}"
     hang_model, hang_run = _log_hanging(server, X, data, experiment)
@@ -227,10 +233,7 @@ def test_three_watchers_explain_each_model_exactly_once(server, tmp_path, logreg
     from mlflow import MlflowClient
 
     X, y = cancer_small
-    data = tmp_path / "eval.parquet"
-    X.assign(target=y.values).to_parquet(data)
-    config = tmp_path / "watch.yaml"
-    config.write_text(CONFIG + f"allowed_sources: [{tmp_path}]\n")
+    data, config = _data_and_config(tmp_path, X, y)
     client = MlflowClient(server)
     experiment = f"three-{tmp_path.name}"
     models = [_log_model(server, logreg, X, data, experiment=experiment) for _ in range(4)]
