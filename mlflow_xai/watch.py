@@ -64,7 +64,8 @@ CLAIM_PREFIX = "mlflow-xai-claim"
 MAX_ATTEMPTS = 20
 KEY_FILE_ENV = "MLFLOW_XAI_WATCH_KEY_FILE"
 #: Copied from an explained LoggedModel onto the registered version that points at it.
-MIRRORED_TAGS = (STATUS_TAG, "mlflow_xai.governance", "mlflow_xai.run_id", "mlflow_xai.error")
+#: (Labels only: the version's governance verdict is judged from the model's verified record.)
+MIRRORED_TAGS = (STATUS_TAG, "mlflow_xai.run_id", "mlflow_xai.error")
 #: Model version tag values are capped by the server (5000 chars); stay well below.
 MAX_TAG_VALUE = 1000
 #: Keys of the --config YAML that are the watcher's own; every other key is an explain() option.
@@ -526,13 +527,29 @@ class Watcher:
             return [first]  # claimed by another watcher, or not ready: next poll
         mirrored = {k: model_tags[k][:MAX_TAG_VALUE] for k in MIRRORED_TAGS if k in model_tags}
         mirrored["mlflow_xai.model_id"] = model_id
-        target.set_tags(self._state_tags(target, state, extra=mirrored))
         detail = f"model {model_id}: {model_tags.get(STATUS_TAG, state)}"
-        if "mlflow_xai.governance" in model_tags:
-            detail += f", governance {model_tags['mlflow_xai.governance']}"
+        if self._policy is not None and model.source_run_id:
+            # Not copied from the model's tags (its author can write those): judged again from
+            # the model's verified record, as the gate would.
+            verdict, why = self._verdict_from_record(model.source_run_id, model_id)
+            mirrored["mlflow_xai.governance"] = verdict
+            detail += f", governance {verdict}" + (f" ({why})" if why else "")
+        target.set_tags(self._state_tags(target, state, extra=mirrored))
         _logger.info("%s model version %s (%s)", state, target.key, detail)
         return [first, Handled(target.kind, target.key, state, time.monotonic() - started,
                                detail)]
+
+    def _verdict_from_record(self, run_id: str, model_id: str) -> tuple[str, str]:
+        """The policy's verdict on a model's recorded explanation, verified like the gate does
+        (``failed`` with the reason when it cannot be verified)."""
+        from mlflow_xai.gate import GateError, Target, recorded_facts
+        from mlflow_xai.governance import evaluate_policy
+
+        try:
+            facts, _ = recorded_facts(Target(run_id, model_id))
+            return evaluate_policy(self._policy, facts)["verdict"], ""
+        except (GateError, ConfigError) as exc:
+            return "failed", short_line(str(exc), 200)
 
     # ------------------------------------------------------------------ own state
 

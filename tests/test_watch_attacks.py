@@ -136,6 +136,21 @@ def test_author_tags_and_data_sources_are_not_trusted(server, tmp_path, logreg, 
     # A hand-written state tag does not stop the watcher, and its own (sealed) state does.
     assert watcher.poll_once() == []
 
+    # The author writes a passing verdict on the explained model and registers it: the version's
+    # verdict is judged from the model's verified record, not copied from its tags.
+    import mlflow
+
+    client.set_logged_model_tags(a_model, {"mlflow_xai.governance": "passed"})
+    mlflow.register_model(f"models:/{a_model}", "attack-watched")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - name: exact\n    require_methods: [exact_shap]\n")
+    judge = Watcher(server, experiments=[experiment], registered_models=["attack-watched"],
+                    min_age=0, config=WatchConfig.load(config, policy=str(policy)))
+    outcomes = {h.key: h.outcome for h in judge.poll_once()}
+    assert outcomes == {"attack-watched/1": "done"}, outcomes
+    assert client.get_model_version("attack-watched", "1").tags[
+        "mlflow_xai.governance"] == "failed"
+
 
 def _data_and_config(tmp_path: Path, X, y) -> tuple[Path, Path]:
     """An eval parquet (with its label) and a watch config that allows reading it."""
