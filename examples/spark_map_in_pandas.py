@@ -10,7 +10,7 @@ batch out, that loads the model once per worker process. Ray Data runs it as an 
     out = sdf.mapInPandas(lambda batches: (explainer(b) for b in batches), schema)
 
 Each output row carries the input's ``row_id`` column, one ``<method>/<feature>`` attribution
-column per feature, ``<method>/_base_value`` and, for classifiers, ``_output`` (the class
+column per feature, ``<method>/xai.base_value`` and, for classifiers, ``xai.output`` (the class
 explained). The background is fixed on the driver, so a row's attribution does not depend on the
 partition it lands in. Global importance is ``avg(abs(col))`` over all rows, which Spark computes
 exactly.
@@ -84,11 +84,11 @@ def run_with_spark(explainer: BatchExplainer, rows: pd.DataFrame, partitions: in
     with tempfile.TemporaryDirectory(prefix="mlflow-xai-spark-") as tmp:
         sdf.mapInPandas(explain_partition, schema).write.parquet(f"{tmp}/attributions")
         out = spark.read.parquet(f"{tmp}/attributions")
-        attributions = [c for c in out.columns if "/" in c and not c.endswith("/_base_value")]
+        attributions = [c for c in out.columns if "/" in c and not c.endswith("/xai.base_value")]
         # avg over all rows is exact (Spark sums and counts), unlike a mean of batch means.
         importance = out.agg(*[F.avg(F.abs(F.col(f"`{c}`"))).alias(c) for c in attributions])
         print(f"rows explained: {out.count()} (in {partitions} Spark partitions)")
-        shown = ["row_id", *out.columns[1:4], "kernel_shap/_base_value", "_output"]
+        shown = ["row_id", *out.columns[1:4], "kernel_shap/xai.base_value", "xai.output"]
         print(out.orderBy("row_id").select(*[F.col(f"`{c}`") for c in shown]).limit(5)
               .toPandas().to_string(index=False))
         print(importance.toPandas().T.rename(columns={0: "mean |attribution|"})
@@ -107,7 +107,7 @@ def run_without_spark(explainer: BatchExplainer, rows: pd.DataFrame, partitions:
     out = pd.concat(outputs, ignore_index=True)
     importance, n, _ = reduce_frames(outputs)
     print(f"rows explained: {n} (in {partitions} pandas batches)")
-    shown = ["row_id", *out.columns[1:4], "kernel_shap/_base_value", "_output"]
+    shown = ["row_id", *out.columns[1:4], "kernel_shap/xai.base_value", "xai.output"]
     print(out.sort_values("row_id")[shown].head(5).to_string(index=False))
     print(importance.sort_values(importance.columns[0], ascending=False).to_string())
 

@@ -20,8 +20,25 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["Explanations", "autolog", "explain", "hookimpl", "list_methods", "wait",
-           "__version__"]
+__all__ = [
+    "Explanations",
+    "__version__",
+    "autolog",
+    "explain",
+    "hookimpl",
+    "list_methods",
+    "wait",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy (PEP 562): ``Explanations`` pulls in pandas, so it loads on first use, which keeps
+    # ``import mlflow_xai`` cheap and still lets ``from mlflow_xai import *`` find every name.
+    if name == "Explanations":
+        from mlflow_xai.explanations import Explanations
+
+        return Explanations
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def explain(

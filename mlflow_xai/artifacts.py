@@ -2,7 +2,8 @@
 
 Layout (see README, "Artifacts"): ``summary.json``, ``importance.json``, ``stability.json``,
 ``attributions/<method>.parquet``, ``plots/<method>_bar.png``, ``plots/<method>_beeswarm.png``,
-``selection/<selector>.json``, ``plots/selection_<selector>.png``, ``report.html``.
+``selection/<selector>.json``, ``plots/selection_<selector>.png``, ``report.html``,
+``metric_names.json`` (feature -> metric-name segment, see :mod:`mlflow_xai.metric_names`).
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+#: Reserved columns of ``attributions/<method>.parquet``: ``xai.base_value``, ``xai.output``
+#: (``xai.`` is refused as a feature name prefix, so they never clash with a feature).
+from mlflow_xai.data import BASE_VALUE_COLUMN, OUTPUT_COLUMN
 
 if TYPE_CHECKING:
     from mlflow_xai.explanations import Explanations
@@ -26,14 +28,17 @@ ARTIFACT_DIR = "xai"
 METRIC_PREFIX = "xai"
 #: Per-feature importance metrics are logged for at most this many features per method.
 MAX_IMPORTANCE_METRICS = 100
-BASE_VALUE_COLUMN = "_base_value"
-OUTPUT_COLUMN = "_output"
+#: The mapping feature -> metric-name segment (see :mod:`mlflow_xai.metric_names`).
+METRIC_NAMES_FILE = "metric_names.json"
 
 
 def metric_safe(name: str) -> str:
-    """A feature name as it may appear inside an MLflow metric name."""
-    safe = re.sub(r"[^\w.\- ]", "_", str(name)).strip() or "_"
-    return re.sub(r"\.{2,}", "_", safe)
+    """One feature name, alone, as it may appear inside an MLflow metric name (safe form, cut
+    and hashed when too long). Names of a whole feature list: use
+    :func:`mlflow_xai.metric_names.feature_metric_names`, which also keeps them apart."""
+    from mlflow_xai.metric_names import feature_metric_names
+
+    return feature_metric_names([name])[str(name)]
 
 
 def metrics_for(expl: Explanations) -> dict[str, float]:
@@ -47,11 +52,28 @@ def metrics_for(expl: Explanations) -> dict[str, float]:
     return metrics
 
 
+def metric_names_json(summary: dict[str, Any], importance: dict[str, Any]) -> dict[str, str]:
+    """``{feature: segment}``: how each feature appears in ``xai/<method>/importance/<segment>``
+    (``xai/metric_names.json``; the rule is :func:`mlflow_xai.metric_names.feature_metric_names`
+    over :func:`~mlflow_xai.metric_names.document_features`)."""
+    from mlflow_xai.metric_names import document_features, feature_metric_names
+
+    return feature_metric_names(document_features(summary, importance))
+
+
 def metrics_from_documents(summary: dict[str, Any], importance: dict[str, Any],
                            stability: dict[str, Any],
                            selection: dict[str, dict[str, Any]] | None = None
                            ) -> dict[str, float]:
-    """The same figures, read from the JSON documents of ``xai/`` (what the gate trusts)."""
+    """The same figures, read from the JSON documents of ``xai/`` (what the gate trusts).
+
+    Feature names become metric-name segments by :func:`metric_names_json` (unique, at most
+    :data:`~mlflow_xai.metric_names.FEATURE_SEGMENT_BUDGET` characters); any name MLflow would
+    still refuse (a plugin's method, check, figure or selector name) is dropped, with a warning.
+    """
+    from mlflow_xai.metric_names import valid_metrics
+
+    segments = metric_names_json(summary, importance)
     methods = summary.get("methods") or {}
     metrics: dict[str, float] = {
         f"{METRIC_PREFIX}/rows_explained": float((summary.get("data") or {})
@@ -65,8 +87,9 @@ def metrics_from_documents(summary: dict[str, Any], importance: dict[str, Any],
         if entry.get("status") != "ok":
             continue
         prefix = f"{METRIC_PREFIX}/{method}"
-        metrics[f"{prefix}/seconds"] = float(entry["seconds"])
-        metrics[f"{prefix}/model_evals"] = float(entry["model_evals"])
+        for key in ("seconds", "model_evals"):  # a distributed run does not count evals
+            if isinstance(entry.get(key), (int, float)):
+                metrics[f"{prefix}/{key}"] = float(entry[key])
         if "efficiency_max_abs_gap" in entry:
             metrics[f"{prefix}/efficiency_gap"] = float(entry["efficiency_max_abs_gap"])
         shown = 0
@@ -75,7 +98,8 @@ def metrics_from_documents(summary: dict[str, Any], importance: dict[str, Any],
             if shown >= MAX_IMPORTANCE_METRICS:
                 break
             if isinstance(value, (int, float)) and math.isfinite(value):
-                metrics[f"{prefix}/importance/{metric_safe(feature)}"] = float(value)
+                segment = segments.get(str(feature)) or metric_safe(feature)
+                metrics[f"{prefix}/importance/{segment}"] = float(value)
                 shown += 1
     for check, entry in stability.items():
         for figure, value in (entry.get("figures") or {}).items():
@@ -85,7 +109,7 @@ def metrics_from_documents(summary: dict[str, Any], importance: dict[str, Any],
         for figure, value in _selection_figures(doc).items():
             if value is not None and math.isfinite(value):
                 metrics[f"{METRIC_PREFIX}/selection/{name}/{figure}"] = float(value)
-    return metrics
+    return valid_metrics(metrics)
 
 
 def _selection_figures(doc: dict[str, Any]) -> dict[str, float]:
@@ -113,7 +137,10 @@ def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: 
     root = Path(directory)
     (root / "attributions").mkdir(parents=True, exist_ok=True)
     (root / "plots").mkdir(exist_ok=True)
-    _write_json(root / "importance.json", importance_json(expl))
+    importance = importance_json(expl)
+    _write_json(root / "importance.json", importance)
+    # Before summary.json, so its SHA-256 manifest covers the mapping too.
+    _write_json(root / METRIC_NAMES_FILE, metric_names_json(expl.summary, importance))
     _write_json(root / "stability.json", stability_json(expl))
     if expl.governance is not None:
         _write_json(root / "governance.json", expl.governance)
@@ -135,6 +162,12 @@ def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: 
     for method, frame in expl.attributions.items():
         table = frame.copy()
         table.columns = [str(c) for c in table.columns]
+        clash = [c for c in (BASE_VALUE_COLUMN, OUTPUT_COLUMN) if c in table.columns]
+        if clash:  # prepare_data refuses such features; this guards other producers
+            from mlflow_xai.errors import InvalidInputError
+
+            raise InvalidInputError(f"feature(s) {clash} clash with the reserved columns of "
+                                    "the attribution table; rename them.")
         if method in expl.base_values:
             table[BASE_VALUE_COLUMN] = expl.base_values[method]
         if expl.outputs is not None:
@@ -169,11 +202,18 @@ def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: 
         from mlflow_xai.report import write_report
 
         write_report(expl, root)  # it inlines the plots written above
-    # Last: the summary lists every file's SHA-256, so its own digest covers the whole folder.
+    write_summary(root, expl.summary)
+    return root
+
+
+def write_summary(root: str | os.PathLike, summary: dict[str, Any]) -> Path:
+    """Write ``summary.json`` last: it lists every other file's SHA-256, so its own digest
+    (``mlflow_xai.digest``) covers the whole folder."""
     from mlflow_xai.provenance import manifest
 
-    _write_json(root / "summary.json", {**expl.summary, "artifacts": {"sha256": manifest(root)}})
-    return root
+    path = Path(root) / "summary.json"
+    _write_json(path, {**summary, "artifacts": {"sha256": manifest(root)}})
+    return path
 
 
 def importance_json(expl: Explanations) -> dict[str, dict[str, dict[str, float | int]]]:
@@ -205,89 +245,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (pd.Timestamp,)):
         return value.isoformat()
     return str(value)
-
-
-def log_explanations(expl: Explanations, *, run_id: str | None = None,
-                     model_id: str | None = None, tags: dict[str, str] | None = None,
-                     log_metrics: bool = True,
-                     registered: tuple[str, str] | None = None) -> str:
-    """Upload the artifacts and metrics to ``run_id`` (or the active run); return the run id.
-
-    The summary is bound to the model it describes (``summary.model.model_id``, and
-    ``registered_model`` for a model version) before it is written, and the digest of the
-    written folder (and its signature, with ``MLFLOW_XAI_SIGNING_KEY``) is tagged on the run and
-    the LoggedModel, so the gate can tell these facts from edited or borrowed ones.
-    ``log_metrics=False`` is for the evaluator: ``mlflow.models.evaluate`` logs the returned
-    metrics itself (linked to the model), and logging them twice would duplicate history.
-    """
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, RunTag
-
-    from mlflow_xai import tags as tag
-    from mlflow_xai.provenance import sha256_bytes, sign
-
-    if run_id is None:
-        active = mlflow.active_run() or mlflow.start_run()
-        run_id = active.info.run_id
-    client = MlflowClient()
-    model_facts = expl.summary.setdefault("model", {})
-    if model_id:
-        model_facts["model_id"] = model_id
-    if registered:
-        model_facts["registered_model"] = {"name": registered[0], "version": str(registered[1])}
-    model_facts["run_id"] = run_id
-    with tempfile.TemporaryDirectory(prefix="mlflow-xai-") as tmp:
-        write_artifacts(expl, tmp)
-        digest = sha256_bytes((Path(tmp) / "summary.json").read_bytes())
-        client.log_artifacts(run_id, tmp, ARTIFACT_DIR)
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, 0, model_id=model_id) for k, v in metrics_for(expl).items()]
-    for start in range(0, len(metrics) if log_metrics else 0, 500):  # MLflow caps a batch at 1000 entries
-        client.log_batch(run_id, metrics=metrics[start:start + 500])
-    provenance = {tag.DIGEST: digest}
-    signature = sign(digest)
-    if signature:
-        provenance[tag.SIGNATURE] = signature
-    # The status tags go last: a run whose upload broke off above never claims "ok".
-    run_tags = {**provenance, tag.METHODS: ",".join(expl.methods), **(tags or {}),
-                tag.STATUS: expl.summary["status"]}
-    if model_id:
-        run_tags[tag.MODEL_ID] = model_id
-    if expl.governance is not None:
-        run_tags[tag.GOVERNANCE] = expl.governance["verdict"]
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in run_tags.items()])
-    if model_id:
-        try:
-            model_tags = {**provenance, tag.RUN_ID: run_id, tag.STATUS: expl.summary["status"]}
-            if expl.governance is not None:
-                model_tags[tag.GOVERNANCE] = expl.governance["verdict"]
-            client.set_logged_model_tags(model_id, model_tags)
-        except Exception:  # a model version id or a store without LoggedModels: tags are optional
-            pass
-    return run_id
-
-
-def log_failure(run_id: str, error: BaseException | str, *, model_id: str | None = None,
-                status: str = "failed") -> None:
-    """Record that explaining failed (or was skipped): a run tag and ``xai/error.txt``."""
-    import traceback
-
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    if isinstance(error, BaseException):
-        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        reason = f"{type(error).__name__}: {error}"
-    else:
-        text = reason = str(error)
-    client.set_tag(run_id, "mlflow_xai.status", status)
-    client.set_tag(run_id, f"mlflow_xai.{'error' if status == 'failed' else 'reason'}",
-                   reason[:5000])
-    if status == "failed":
-        client.log_text(run_id, text, f"{ARTIFACT_DIR}/error.txt")
-    if model_id:
-        try:
-            client.set_logged_model_tags(model_id, {"mlflow_xai.status": status})
-        except Exception:
-            pass

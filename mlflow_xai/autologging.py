@@ -9,10 +9,15 @@ A failure never breaks ``log_model`` unless ``strict=True``.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import queue
+import signal
 import threading
+import time
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +27,10 @@ _logger = logging.getLogger(__name__)
 #: Dataset contexts preferred as explanation data, best first; other contexts come after.
 PREFERRED_CONTEXTS = ("eval", "evaluation", "validation", "test")
 _DATASET_CACHE_SIZE = 32
+#: Seconds the process waits at exit for asynchronous explanations before spooling them.
+EXIT_WAIT_ENV = "MLFLOW_XAI_EXIT_WAIT"
+DEFAULT_EXIT_WAIT = 10.0
+_FLUSH = "uploading the spool"
 
 
 @dataclass
@@ -32,8 +41,13 @@ class _State:
     asynchronous: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     originals: dict[str, Any] = field(default_factory=dict)
-    executor: ThreadPoolExecutor | None = None
+    # The background worker: one daemon thread (an interpreter exit never waits on it without
+    # bound; the atexit handler gives it MLFLOW_XAI_EXIT_WAIT seconds, then spools).
+    jobs: queue.SimpleQueue | None = None
+    worker: threading.Thread | None = None
     futures: list[Future] = field(default_factory=list)
+    what: dict[Future, Any] = field(default_factory=dict)  # future -> its _Job, or _FLUSH
+    at_exit: bool = False
     datasets: OrderedDict = field(default_factory=OrderedDict)  # digest -> mlflow Dataset
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -52,14 +66,25 @@ def autolog(data: Any = None, *, targets: Any = None, asynchronous: bool = False
             model is skipped and the run tag ``mlflow_xai.reason`` says why.
         targets: labels for ``data``, or the name of its target column.
         asynchronous: explain in a background worker so ``log_model`` returns at once;
-            :func:`mlflow_xai.wait` blocks until the work is done.
+            :func:`mlflow_xai.wait` blocks until the work is done. What the worker cannot
+            upload (the tracking server does not answer) is spooled to a local folder and
+            uploaded later (:mod:`mlflow_xai.spool`). At exit the process waits at most
+            ``$MLFLOW_XAI_EXIT_WAIT`` seconds (default 10) for the worker, then spools what is
+            left; SIGTERM does the same when the process had no SIGTERM handler of its own.
         disable: undo :func:`autolog` and restore MLflow's functions.
         **options: any keyword of :func:`mlflow_xai.explain` (``explainers``, ``max_rows``,
             ``device``, ``seed``, ...). ``strict`` defaults to ``False`` here: a failure sets
             ``mlflow_xai.status=failed`` and logs ``xai/error.txt`` instead of raising.
+
+    Each call also uploads, in the background, what was spooled for the current tracking URI.
     """
     if disable:
         _restore()
+        try:
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
         return
     from mlflow_xai.config import XaiConfig, check_methods
 
@@ -72,17 +97,147 @@ def autolog(data: Any = None, *, targets: Any = None, asynchronous: bool = False
         if not _state.enabled:
             _patch()
             _state.enabled = True
+    if asynchronous:
+        _install_sigterm()
+    _flush_in_background()
 
 
 def wait(timeout: float | None = None) -> None:
-    """Block until every asynchronous explanation has finished (``timeout`` in seconds)."""
+    """Block until every asynchronous explanation has finished, then upload the spool.
+
+    Waits for the background worker (``timeout`` in seconds for everything: a
+    :class:`TimeoutError` lists what is still running), then uploads what was spooled for the
+    current tracking URI. Raises :class:`mlflow_xai.spool.SpoolNotEmpty` (a
+    :class:`~mlflow_xai.recording.RecordingError`), listing each item and why, when anything
+    could not be uploaded: it stays in the spool for the next ``wait()``, ``autolog()`` or
+    ``mlflow-xai flush``.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
     with _state.lock:
         futures = list(_state.futures)
     done, not_done = wait_futures(futures, timeout=timeout)
     with _state.lock:
         _state.futures = [f for f in _state.futures if f not in done]
+        for future in done:
+            _state.what.pop(future, None)
+        running = [_describe(_state.what.get(f)) for f in not_done]
     if not_done:
-        raise TimeoutError(f"{len(not_done)} explanation(s) still running after {timeout} s")
+        raise TimeoutError(f"{len(not_done)} explanation(s) still running after {timeout} s: "
+                           + "; ".join(running))
+    from mlflow_xai import spool
+
+    result = spool.flush(deadline=deadline, replay=replay_item)
+    if result.remaining:
+        raise spool.SpoolNotEmpty(result.remaining)
+
+
+def _describe(what: Any) -> str:
+    if isinstance(what, _Job):
+        return f"model {what.info.model_uri} (run {what.run_id})"
+    return str(what or "a job")
+
+
+def _submit(fn: Any, what: Any) -> Future:
+    """Queue ``fn`` for the background worker (started on first use, with the exit handler)."""
+    future: Future = Future()
+    with _state.lock:
+        if _state.worker is None or not _state.worker.is_alive():
+            _state.jobs = queue.SimpleQueue()
+            _state.worker = threading.Thread(target=_work, args=(_state.jobs,),
+                                             name="mlflow-xai", daemon=True)
+            _state.worker.start()
+        if not _state.at_exit:
+            atexit.register(_at_exit)
+            _state.at_exit = True
+        _state.futures.append(future)
+        _state.what[future] = what
+        _state.jobs.put((future, fn))
+    return future
+
+
+def _work(jobs: queue.SimpleQueue) -> None:
+    while True:
+        future, fn = jobs.get()
+        if not future.set_running_or_notify_cancel():
+            continue  # cancelled at exit (and spooled)
+        try:
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001 - kept on the future, as an executor does
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+
+def _flush_in_background() -> None:
+    """Upload what was spooled for the current tracking URI, without blocking the caller."""
+    import mlflow
+
+    from mlflow_xai import spool
+
+    uri = mlflow.get_tracking_uri()
+    try:
+        if not spool.items(uri):
+            return
+    except OSError:
+        return
+    with _state.lock:
+        if any(w == _FLUSH and not f.done() for f, w in _state.what.items()):
+            return
+
+    def flush() -> None:
+        result = spool.flush(uri, replay=replay_item)
+        if result.uploaded:
+            _logger.info("mlflow-xai: uploaded %d spooled explanation(s)", len(result.uploaded))
+        if result.remaining:
+            _logger.warning("mlflow-xai: %d spooled explanation(s) not uploaded yet (%s); run "
+                            "`mlflow-xai flush` or mlflow_xai.wait() later",
+                            len(result.remaining), result.remaining[0].reason)
+
+    _submit(flush, _FLUSH)
+
+
+def _at_exit() -> None:
+    """At interpreter exit (and on SIGTERM, see :func:`_install_sigterm`): give the worker
+    ``$MLFLOW_XAI_EXIT_WAIT`` seconds, then spool every job still in hand, so nothing is lost."""
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM stops at once
+    except (ValueError, OSError):
+        pass
+    with _state.lock:
+        pending = [f for f in _state.futures if not f.done()]
+    if not pending:
+        return
+    try:
+        limit = max(0.0, float(os.environ.get(EXIT_WAIT_ENV, DEFAULT_EXIT_WAIT)))
+    except ValueError:
+        limit = DEFAULT_EXIT_WAIT
+    _logger.warning("mlflow-xai: waiting up to %g s for %d asynchronous explanation(s) before "
+                    "exiting (%s)", limit, len(pending), EXIT_WAIT_ENV)
+    wait_futures(pending, timeout=limit)
+    for future in pending:
+        if future.done():
+            continue
+        future.cancel()  # not started yet: it never will be
+        what = _state.what.get(future)
+        if isinstance(what, _Job):
+            what.abandon(f"the process exited before it was done (waited {limit:g} s)")
+
+
+def _install_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit`` so that the exit handler runs, but only in the main
+    thread and only when the process has no SIGTERM handler of its own."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):
+        pass
+
+
+def _on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _patch() -> None:
@@ -149,13 +304,10 @@ def _on_model_logged(info: Any) -> None:
     run_id = getattr(info, "run_id", None) or (
         mlflow.active_run().info.run_id if mlflow.active_run() else None)
     job = _Job(info=info, run_id=run_id, data=_state.data, targets=_state.targets,
-               options=dict(_state.options))
+               options=dict(_state.options), tracking_uri=mlflow.get_tracking_uri(),
+               asynchronous=_state.asynchronous)
     if _state.asynchronous:
-        with _state.lock:
-            if _state.executor is None:
-                _state.executor = ThreadPoolExecutor(max_workers=1,
-                                                     thread_name_prefix="mlflow-xai")
-            _state.futures.append(_state.executor.submit(job.run_safely))
+        _submit(job.run_safely, job)
     else:
         job.run_safely()
 
@@ -167,57 +319,151 @@ class _Job:
     data: Any
     targets: Any
     options: dict[str, Any]
+    tracking_uri: str | None = None
+    #: In the background worker: probe the server first, spool what cannot be uploaded.
+    asynchronous: bool = False
+    #: Set at exit when the job was spooled unfinished: it must not upload any more.
+    abandoned: threading.Event = field(default_factory=threading.Event, repr=False)
+    spooled: Any = None  # the spool item holding this job's inputs, once spooled
 
     def run_safely(self) -> None:
-        from mlflow_xai.artifacts import log_failure
+        from mlflow_xai.recording import server_unreachable
+        from mlflow_xai.spool import Spooled, spooling
 
-        strict = bool(self.options.get("strict"))
         try:
-            self.run()
+            if self.asynchronous:
+                with spooling(self):
+                    self.run()
+            else:
+                self.run()
+        except Spooled as exc:  # the explanation is computed; its upload waits in the spool
+            self._warn_spooled(exc.path, exc.reason)
         except Exception as exc:
-            if strict:
+            if self.abandoned.is_set():
+                return  # spooled by the exit handler
+            if self.asynchronous and server_unreachable(exc):
+                self.spool(f"the tracking server did not answer ({type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())[:200]})")
+                return
+            if self.options.get("strict"):
                 raise
-            _logger.warning("mlflow-xai: explaining model %s failed (see xai/error.txt in run "
-                            "%s): %s", self.info.model_uri, self.run_id, exc)
-            if self.run_id:
-                try:
-                    log_failure(self.run_id, exc, model_id=self.info.model_id)
-                except Exception as log_exc:  # the tracking server may be down too
-                    _logger.warning("mlflow-xai: could not record the failure: %s", log_exc)
+            # Only reached when recording the failure itself failed (server down).
+            _logger.warning("mlflow-xai: explaining model %s failed and could not be recorded: "
+                            "%s", self.info.model_uri, exc)
 
     def run(self) -> None:
-        from mlflow_xai.artifacts import log_explanations, log_failure
+        """Gather the inputs (data, run, model, registered version) and hand them over."""
         from mlflow_xai.config import XaiConfig
-        from mlflow_xai.pipeline import run
+        from mlflow_xai.recording import Destination, explain_and_record, record_failure
 
         if self.run_id is None:
             _logger.warning("mlflow-xai: model %s has no run; nothing to attach explanations to",
                             self.info.model_uri)
             return
+        if self.asynchronous:
+            # Fail fast (seconds, not MLflow's minutes of retries) when the server is down.
+            from mlflow_xai.spool import ServerUnreachable, probe
+
+            down = probe()
+            if down:
+                raise ServerUnreachable(down)
+        version = getattr(self.info, "registered_model_version", None)
+        name = _registered_name(self.info) if version is not None else None
+        dest = Destination(self.run_id, self.info.model_id,
+                           (name, str(version)) if name else None, source="autolog")
         data, targets, source = self.data, self.targets, "autolog(data=...)"
         if data is None:
             data, targets, source = _data_from_run(self.run_id)
             data = _signature_columns(data, self.info, targets)
         if data is None:
-            log_failure(self.run_id, f"no data to explain: {source}. Pass autolog(data=...) or "
-                        "log a data set with mlflow.log_input(..., context='eval').",
-                        status="skipped", model_id=self.info.model_id)
+            recorded = record_failure(dest, f"no data to explain: {source}. Pass "
+                                      "autolog(data=...) or log a data set with "
+                                      "mlflow.log_input(..., context='eval').", status="skipped")
+            if recorded is None and self.asynchronous:
+                from mlflow_xai.spool import ServerUnreachable
+
+                raise ServerUnreachable("the tracking server did not answer")
             return
         config = XaiConfig.from_mapping({**self.options, "targets": targets}, where="autolog")
-        expl = run(self.info.model_uri, data, config)
-        expl.summary["data"]["source"] = source
-        expl.model_id = expl.model_id or self.info.model_id
-        version = getattr(self.info, "registered_model_version", None)
-        name = _registered_name(self.info) if version is not None else None
-        log_explanations(expl, run_id=self.run_id, model_id=self.info.model_id,
-                         registered=(name, str(version)) if name else None,
-                         tags={"mlflow_xai.model_id": self.info.model_id or "",
-                               "mlflow_xai.source": "autolog"})
-        if expl.governance is not None and name:
-            from mlflow_xai.governance import set_governance_tags
+        outcome = explain_and_record(self.info.model_uri, data, config, dest, data_source=source)
+        if outcome.error is None:
+            return
+        if outcome.run_id is not None:
+            _logger.warning("mlflow-xai: explaining model %s failed (see xai/error.txt in run "
+                            "%s): %s", self.info.model_uri, self.run_id, outcome.error)
+        elif self.asynchronous:  # the failure could not be recorded: spool the job, retry later
+            from mlflow_xai.spool import ServerUnreachable
 
-            set_governance_tags(expl.governance["verdict"], registered_model=name,
-                                model_version=str(version))
+            raise ServerUnreachable("the tracking server did not answer while recording the "
+                                    "failure") from outcome.error
+        else:
+            _logger.warning("mlflow-xai: explaining model %s failed and the failure could not be "
+                            "recorded (the tracking server did not answer): %s",
+                            self.info.model_uri, outcome.error)
+
+    def spool(self, reason: str) -> None:
+        """Keep the job's inputs in the spool; it is replayed when the server answers."""
+        from mlflow_xai import spool
+
+        if self.spooled is not None or self.run_id is None:
+            return
+        try:
+            self.spooled = spool.spool_job(info=self.info, run_id=self.run_id, data=self.data,
+                                           targets=self.targets, options=self.options,
+                                           tracking_uri=self.tracking_uri, reason=reason)
+        except Exception as exc:  # noqa: BLE001 - a full disk, unpicklable data, ...
+            _logger.error("mlflow-xai: the explanation of model %s (run %s) could not be "
+                          "recorded (%s) nor spooled (%s: %s): it is lost", self.info.model_uri,
+                          self.run_id, reason, type(exc).__name__, exc)
+            return
+        self._warn_spooled(self.spooled, reason)
+
+    def abandon(self, reason: str) -> None:
+        """At exit: stop uploading (the worker dies with the process) and spool the inputs."""
+        self.abandoned.set()
+        self.spool(reason)
+
+    def _warn_spooled(self, path: Any, reason: str) -> None:
+        from mlflow_xai.spool import HINT
+
+        _logger.warning("mlflow-xai: the explanation of model %s (run %s) could not be recorded "
+                        "now: %s; spooled to %s; %s", self.info.model_uri, self.run_id, reason,
+                        path, HINT)
+
+def replay_item(item: Any) -> None:
+    """Replay one spool item (:func:`mlflow_xai.spool.flush` is handed this function)."""
+    from mlflow_xai import spool
+    from mlflow_xai.recording import replay_upload
+
+    if item.kind == spool.UPLOAD:
+        replay_upload(item)
+    else:
+        _replay_job(item)
+
+
+def _replay_job(item: Any) -> None:
+    """Explain and record a job spooled before it could load its model."""
+    import types
+
+    import cloudpickle
+
+    from mlflow_xai import spool
+
+    m = item.manifest
+    inputs = cloudpickle.loads((item.path / "inputs.pkl").read_bytes())
+    data = inputs.get("data")
+    if m.get("data_format") == "parquet":
+        import pandas as pd
+
+        data = pd.read_parquet(item.path / "data.parquet")
+    info = inputs.get("info") or types.SimpleNamespace(
+        model_uri=m["model_uri"], model_id=m.get("model_id"), run_id=m["run_id"],
+        registered_model_version=m.get("registered_version"), signature=None)
+    job = _Job(info=info, run_id=m["run_id"], data=data, targets=inputs.get("targets"),
+               options=dict(inputs.get("options") or {}), tracking_uri=m.get("tracking_uri"),
+               asynchronous=True)
+    with spool.spooling(job):
+        job.run()
 
 
 def _registered_name(info: Any) -> str | None:

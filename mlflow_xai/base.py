@@ -8,15 +8,21 @@ the shared work: parameter validation, chunking rows for the progress bar, shape
 from __future__ import annotations
 
 import difflib
+import functools
+import math
+import numbers
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from mlflow_xai.device import batch_rows
 from mlflow_xai.errors import ConfigError
 
 if TYPE_CHECKING:
+    from mlflow_xai.data import PreparedData
     from mlflow_xai.model import ModelAdapter
 
 #: Explained rows per chunk for methods that do not choose (see Explainer.rows_per_chunk).
@@ -43,6 +49,8 @@ class ExplainTask:
     X: np.ndarray
     background: np.ndarray
     feature_names: list[str]
+    #: Opaque handle on the model: pass it on (e.g. into a derived task); read model facts
+    #: through ``raw_model``, ``tree_kind``, ``torch_module`` and ``classes``.
     model: ModelAdapter | None = None
     output_index: int | None = None
     output_label: Any = None
@@ -88,6 +96,75 @@ class ExplainTask:
     def n_features(self) -> int:
         return self.X.shape[1]
 
+    # Model facts, the stable way for a method to read them (``model`` itself is an opaque
+    # handle: pass it on, for example into a derived task, but do not read its attributes).
+
+    @property
+    def raw_model(self) -> Any:
+        """The model object behind ``predict``: the estimator, booster, ``nn.Module`` or
+        function that was given or loaded from MLflow (the ``PyFuncModel`` when its flavor
+        exposes none); None when the task has no model."""
+        return getattr(self.model, "raw", None)
+
+    @property
+    def tree_kind(self) -> str | None:
+        """``'sklearn'``, ``'xgboost'`` or ``'lightgbm'`` for a tree ensemble whose trees can be
+        read (``raw_model`` is then that estimator or booster); None otherwise."""
+        return getattr(self.model, "tree_kind", None)
+
+    @property
+    def torch_module(self) -> Any:
+        """The torch ``nn.Module`` (on ``device``) when the model is one, else None."""
+        return getattr(self.model, "torch_module", None)
+
+    @property
+    def classes(self) -> list[Any] | None:
+        """The model's class labels in output order (classifiers), else None."""
+        return getattr(self.model, "classes", None)
+
+
+def build_task(*, counter: Any, prepared: PreparedData, model: ModelAdapter, device: str,
+               X: np.ndarray, targets: np.ndarray | None, output_index: int | None, seed: int,
+               on_rows_done: Callable[[int], None] | None = None) -> ExplainTask:
+    """The one place a run builds the :class:`ExplainTask` that explainers, selectors and the
+    explainers re-run by checks receive, so that every method sees the same fields.
+
+    Args:
+        counter: the run's counting model function for ``model`` (``scalar``, ``full``,
+            ``tensor`` and ``count``, see ``pipeline.CountingPredict``).
+        prepared: the prepared data (background, feature names, encoder, facts).
+        model: the model adapter ``counter`` evaluates.
+        X, targets: the encoded rows this task covers and their targets (or None).
+        output_index: the model output explained (None: a single-output model).
+        on_rows_done: progress callback, called with the rows each chunk explained.
+    """
+    labels = list(model.classes) if model.classes is not None else None
+    categories = getattr(prepared.encoder, "categories", {})
+    extra = {} if on_rows_done is None else {"on_rows_done": on_rows_done}
+    return ExplainTask(
+        predict=counter.scalar(output_index),
+        X=X,
+        background=prepared.background,
+        feature_names=prepared.feature_names,
+        model=model,
+        output_index=output_index,
+        output_label=labels[output_index] if labels and output_index is not None else None,
+        to_model_input=prepared.encoder.decode,
+        targets=targets,
+        seed=seed,
+        device=device,
+        data_type=prepared.facts.get("data_type", "tabular"),
+        image_shape=getattr(prepared.encoder, "shape", None),
+        predict_tensor=counter.tensor(output_index),
+        forward_grad=counter.tensor(output_index, grad=True),
+        max_batch_rows=batch_rows(X.shape[1], device),
+        count_model_rows=counter.count,
+        categorical=tuple(i for i, c in enumerate(prepared.feature_names) if c in categories),
+        predict_full=counter.full,
+        is_classifier=bool(model.is_classifier),
+        **extra,
+    )
+
 
 @dataclass
 class Attribution:
@@ -112,6 +189,113 @@ class Attribution:
         return np.abs(np.asarray(self.values, dtype=float)).mean(axis=0)
 
 
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_NUMERIC_RULE = re.compile(
+    rf"^(int|float)(?:\s*(>=|>|<=|<)\s*({_NUMBER})"
+    rf"|\s+in\s*([\[(])\s*({_NUMBER})\s*,\s*({_NUMBER})\s*([\])]))?$")
+_PLAIN_KINDS = {"None": "None", "str": "a string", "bool": "True or False", "dict": "a dict",
+                "list[str]": "a list of names", "any": "any value"}
+
+
+@dataclass(frozen=True)
+class _Alternative:
+    """One ``|``-separated alternative of a ``param_types`` rule."""
+
+    kind: str  # int, float, literal or one of _PLAIN_KINDS
+    value: Any = None  # the literal
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def accept(self, value: Any) -> tuple[bool, Any]:
+        """``(True, normalized value)`` when ``value`` is of this alternative."""
+        is_bool = isinstance(value, (bool, np.bool_))
+        if self.kind == "literal":
+            same = (bool(value) is self.value) if isinstance(self.value, bool) else (
+                isinstance(value, str) and value == self.value)
+            return (is_bool if isinstance(self.value, bool) else True) and same, self.value
+        if self.kind in ("int", "float"):
+            if is_bool or not isinstance(value, numbers.Integral if self.kind == "int"
+                                         else numbers.Real):
+                return False, value
+            number = int(value) if self.kind == "int" else float(value)
+            if not math.isfinite(number):
+                return False, value
+            ok = (self.low is None or number > self.low or (not self.low_open
+                                                            and number == self.low)) and (
+                self.high is None or number < self.high or (not self.high_open
+                                                             and number == self.high))
+            return ok, number
+        if self.kind == "None":
+            return value is None, value
+        if self.kind == "str":
+            return isinstance(value, str), value
+        if self.kind == "bool":
+            return is_bool, bool(value) if is_bool else value
+        if self.kind == "dict":
+            return isinstance(value, dict), value
+        if self.kind == "list[str]":
+            ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+            return ok, list(value) if ok else value
+        return True, value  # any
+
+    def describe(self) -> str:
+        if self.kind == "literal":
+            return repr(self.value)
+        if self.kind not in ("int", "float"):
+            return _PLAIN_KINDS[self.kind]
+        noun = "integer" if self.kind == "int" else "number"
+        if self.low is not None and self.high is not None:
+            return (f"{'an' if noun == 'integer' else 'a'} {noun} in {'(' if self.low_open else '['}"
+                    f"{self.low:g}, {self.high:g}{')' if self.high_open else ']'}")
+        if self.low == 0 and self.low_open:
+            return f"a positive {noun}"
+        article = "an" if noun == "integer" else "a"
+        if self.low is not None:
+            return f"{article} {noun} {'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{article} {noun} {'<' if self.high_open else '<='} {self.high:g}"
+        return f"{article} {noun}"
+
+
+@functools.cache
+def parse_param_type(rule: str) -> tuple[_Alternative, ...]:
+    """Read one ``param_types`` rule (see :attr:`Method.param_types`); ValueError if malformed."""
+    alternatives = []
+    for text in (part.strip() for part in str(rule).split("|")):
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+            alternatives.append(_Alternative("literal", text[1:-1]))
+        elif text in ("True", "False"):
+            alternatives.append(_Alternative("literal", text == "True"))
+        elif text in _PLAIN_KINDS:
+            alternatives.append(_Alternative(text))
+        elif match := _NUMERIC_RULE.match(text):
+            kind, op, bound, left, low, high, right = match.groups()
+            if left:
+                alternatives.append(_Alternative(kind, low=float(low), high=float(high),
+                                                 low_open=left == "(", high_open=right == ")"))
+            elif op in (">=", ">"):
+                alternatives.append(_Alternative(kind, low=float(bound), low_open=op == ">"))
+            elif op:
+                alternatives.append(_Alternative(kind, high=float(bound), high_open=op == "<"))
+            else:
+                alternatives.append(_Alternative(kind))
+        else:
+            raise ValueError(
+                f"cannot read the parameter rule {rule!r} at {text!r}: use alternatives "
+                "separated by '|' among int, float (each optionally followed by >= N, > N, "
+                "<= N, < N or in [a, b] / (a, b)), 'literal', True, False, None, str, bool, "
+                "dict, list[str] and any.")
+    return tuple(alternatives)
+
+
+def describe_param_type(rule: str) -> str:
+    """The rule in words: ``"int > 0 | None"`` -> ``"a positive integer or None"``."""
+    words = [a.describe() for a in parse_param_type(rule)]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
 class Method:
     """Shared by explainers, selectors and checks: a name, a description and parameters."""
 
@@ -122,10 +306,37 @@ class Method:
     data_types: ClassVar[tuple[str, ...]] = ("tabular",)
     #: Parameters and their defaults; anything else is refused with the list of valid names.
     defaults: ClassVar[dict[str, Any]] = {}
+    #: What each parameter accepts, checked by :meth:`validate_params` (merged over the base
+    #: classes, so a subclass declares only its own). A rule is a string of alternatives
+    #: separated by ``|``: ``int`` (an int or NumPy integer, never a bool or a float) or
+    #: ``float`` (any real number but a bool, finite), each optionally bounded by ``>= N``,
+    #: ``> N``, ``<= N``, ``< N`` or ``in [a, b]`` (round brackets exclude the end);
+    #: ``'text'``, ``True``, ``False`` (that exact value: choices); ``None``, ``str``, ``bool``,
+    #: ``dict``, ``list[str]`` or ``any``. Examples: ``"int >= 2"``, ``"float in (0, 1)"``,
+    #: ``"int > 0 | None"`` (a positive integer or None), ``"'auto' | 'targets' | 'output'"``.
+    #: A value that matches no alternative is refused: "<method>: parameter n_samples must be
+    #: an integer >= 2, got 10.5." Parameters without a rule are passed on unchecked.
+    param_types: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **params: Any) -> None:
         # Stored unchanged (scikit-learn convention); validated when the method runs.
         self.params = params
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for param, rule in cls.__dict__.get("param_types", {}).items():
+            try:
+                parse_param_type(rule)
+            except ValueError as exc:  # a mistake of the method's author: say where
+                raise TypeError(f"{cls.__qualname__}.param_types[{param!r}]: {exc}") from None
+
+    @classmethod
+    def all_param_types(cls) -> dict[str, str]:
+        """``param_types`` of this class and its bases (the nearest declaration wins)."""
+        merged: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("param_types", {}))
+        return merged
 
     def get_params(self) -> dict[str, Any]:
         return {**self.defaults, **self.params}
@@ -144,7 +355,19 @@ class Method:
                 f"unknown parameter(s) {unknown} for method '{self.name}'.{hint} "
                 f"Valid parameters: {valid}."
             )
-        return self.get_params()
+        params = self.get_params()
+        for param, rule in self.all_param_types().items():
+            if param not in params:
+                continue
+            for alternative in parse_param_type(rule):
+                ok, value = alternative.accept(params[param])
+                if ok:
+                    params[param] = value
+                    break
+            else:
+                raise ConfigError(f"{self.name}: parameter {param} must be "
+                                  f"{describe_param_type(rule)}, got {params[param]!r}.")
+        return params
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
@@ -170,7 +393,7 @@ class Explainer(Method):
         """Return ``None`` when this method applies to the task, else the reason it does not."""
         if task.data_type not in self.data_types:
             return f"{self.name} explains {'/'.join(self.data_types)} data, not {task.data_type}"
-        if "tree" in self.requires and (task.model is None or task.model.tree_kind is None):
+        if "tree" in self.requires and task.tree_kind is None:
             return f"{self.name} needs a tree model (scikit-learn trees, XGBoost or LightGBM)"
         if "gradients" in self.requires and task.forward_grad is None:
             return f"{self.name} needs gradients: a torch nn.Module"
@@ -268,6 +491,8 @@ class Selector(Method):
     #: True when the result depends on the random seed.
     stochastic: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = dict(SUBSET_DEFAULTS)
+    #: The subset rule's parameters; subclasses declare only their own (rules are merged).
+    param_types: ClassVar[dict[str, str]] = {"k": "int > 0 | None", "threshold": "float | None"}
 
     def supports(self, task: ExplainTask) -> str | None:
         """Return ``None`` when this selector applies to the task, else the reason it does not."""
@@ -292,8 +517,11 @@ class CheckContext:
     (k variants of each explained row) and returns ``(n_rows, k)``: each row's own explained
     output. ``explain(method, X, rows, seed=..., model=...)`` re-runs an explainer that ran,
     with its parameters, on ``X`` (variants of the explained rows ``rows``, e.g. perturbed),
-    with another seed or another model (a ``ModelAdapter``), and returns ``(len(X), n_features)``
-    attributions of each row's explained output.
+    with another seed or another model (any model :func:`mlflow_xai.explain` accepts, e.g. a
+    modified copy of ``torch_module``; it runs where the explained model runs), and returns
+    ``(len(X), n_features)`` attributions of each row's explained output. ``model`` is an
+    opaque handle on the explained model; read its facts through ``raw_model`` and
+    ``torch_module``.
     """
 
     X: np.ndarray
@@ -312,6 +540,16 @@ class CheckContext:
     @property
     def local_methods(self) -> list[str]:
         return [m for m, a in self.results.items() if a.values is not None]
+
+    @property
+    def raw_model(self) -> Any:
+        """The explained model object (see :attr:`ExplainTask.raw_model`); None without one."""
+        return getattr(self.model, "raw", None)
+
+    @property
+    def torch_module(self) -> Any:
+        """The explained torch ``nn.Module`` when the model is one, else None."""
+        return getattr(self.model, "torch_module", None)
 
 
 @dataclass

@@ -6,25 +6,27 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from mlflow_xai.base import Attribution, CheckContext, ExplainTask
+from mlflow_xai.base import Attribution, CheckContext, build_task
 from mlflow_xai.config import XaiConfig, normalize_methods
 from mlflow_xai.data import PreparedData
-from mlflow_xai.device import batch_rows
 from mlflow_xai.errors import XaiError
+from mlflow_xai.model import ModelAdapter, resolve_model
 
 _logger = logging.getLogger(__name__)
 
 
 def build_context(*, registry: Any, methods: dict[str, dict], results: dict[str, Attribution],
-                  adapter: Any, prepared: PreparedData, counter: Any, config: XaiConfig,
-                  device: str, row_outputs: np.ndarray, f_x: np.ndarray) -> CheckContext:
-    from mlflow_xai.pipeline import CountingPredict
-
-    labels = list(adapter.classes) if adapter.classes is not None else None
+                  adapter: ModelAdapter, prepared: PreparedData, counter: Any,
+                  counter_for: Callable[[ModelAdapter], Any], config: XaiConfig, device: str,
+                  row_outputs: np.ndarray, f_x: np.ndarray) -> CheckContext:
+    """The :class:`CheckContext` of a run. ``counter`` counts the explained model's rows;
+    ``counter_for(adapter)`` makes a counter for another model (``ctx.explain(model=...)``),
+    whose rows are added to ``counter``'s."""
 
     def predict_rows(Z: np.ndarray) -> np.ndarray:
         n, k, d = Z.shape
@@ -38,31 +40,24 @@ def build_context(*, registry: Any, methods: dict[str, dict], results: dict[str,
                 model: Any = None) -> np.ndarray:
         cls = registry.get(method).cls
         explainer = cls(**methods.get(method, {}))
-        runner = counter if model is None else CountingPredict(model, prepared)
+        # Another model (e.g. a randomized copy of the torch module) runs where the explained
+        # one runs.
+        other = None if model is None else resolve_model(model, device=adapter.device)
+        runner = counter if other is None else counter_for(other)
         values = None
         outputs = row_outputs[rows]
         for index in np.unique(outputs):
             part = np.flatnonzero(outputs == index)
-            output_index = None if index < 0 else int(index)
-            task = ExplainTask(
-                predict=runner.scalar(output_index), X=X[part], background=prepared.background,
-                feature_names=prepared.feature_names, model=model or adapter,
-                output_index=output_index,
-                output_label=labels[output_index] if labels and output_index is not None
-                else None,
-                to_model_input=prepared.encoder.decode,
+            task = build_task(
+                counter=runner, prepared=prepared, model=adapter if other is None else other,
+                device=device, X=X[part], output_index=None if index < 0 else int(index),
                 targets=prepared.targets[rows][part] if prepared.targets is not None else None,
-                seed=config.seed if seed is None else seed, device=device,
-                data_type=prepared.facts.get("data_type", "tabular"),
-                image_shape=getattr(prepared.encoder, "shape", None),
-                predict_tensor=runner.tensor(output_index),
-                forward_grad=runner.tensor(output_index, grad=True),
-                max_batch_rows=batch_rows(X.shape[1], device), count_model_rows=runner.count)
+                seed=config.seed if seed is None else seed)
             got = explainer.explain(task).values
             if values is None:
                 values = np.zeros((len(X), got.shape[1]))
             values[part] = got
-        if model is not None:
+        if other is not None:
             counter.rows += runner.rows
         return values
 

@@ -3,15 +3,147 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 
+#: Seconds a command waits for the tracking server to answer (--timeout) by default.
+DEFAULT_SERVER_TIMEOUT = 10.0
+_TIMEOUT_KEY = "mlflow_xai.server_timeout"
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class InputError(click.ClickException):
+    """Bad input: one line ``error: ...`` on stderr and exit code 2 (no usage block)."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _one_line(ctx: click.Context, exc: click.UsageError) -> InputError:
+    message = " ".join(exc.format_message().split())
+    if not message.endswith((".", "?", "!")):
+        message += "."
+    return InputError(f"{message} See '{ctx.command_path} --help'.")
+
+
+class _Command(click.Command):
+    """Usage mistakes (a missing option, a bad value) in one line, as every other input error."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(ctx, exc) from exc
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(ctx, exc) from exc
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            raise _one_line(ctx, exc) from exc
+
+
+def _server_timeout_option(help_text: str) -> Callable[[Any], Any]:
+    """``--timeout SECONDS``: how long :func:`_require_server` waits (kept in ``ctx.meta``)."""
+
+    def store(ctx: click.Context, _param: click.Parameter, value: float) -> float:
+        ctx.meta[_TIMEOUT_KEY] = value
+        return value
+
+    return click.option("--timeout", "server_timeout", type=click.FloatRange(min=0, min_open=True),
+                        default=DEFAULT_SERVER_TIMEOUT, show_default=True, metavar="SECONDS",
+                        expose_value=False, callback=store, help=help_text)
+
+
+def _require_server(tracking_uri: str | None = None, *, exit_code: int = 2) -> None:
+    """Exit at once, with one line, when the tracking server does not answer.
+
+    MLflow retries a server that does not answer with back-off, for minutes, in silence. An
+    http(s) tracking URI (default: MLflow's current one) is probed instead (GET <uri>/health)
+    for at most --timeout seconds; any HTTP answer will do. MLflow's own requests of this
+    process then wait at most as long, with one retry, unless MLFLOW_HTTP_REQUEST_TIMEOUT /
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES / MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR are set. Stores
+    without a server (sqlite, file, ...) are not probed.
+    """
+    import os
+    from urllib.parse import urlsplit
+
+    ctx = click.get_current_context(silent=True)
+    timeout = float(ctx.meta.get(_TIMEOUT_KEY, DEFAULT_SERVER_TIMEOUT) if ctx
+                    else DEFAULT_SERVER_TIMEOUT)
+    if tracking_uri is None:
+        import mlflow
+
+        tracking_uri = mlflow.get_tracking_uri()
+    uri = str(tracking_uri)
+    if urlsplit(uri).scheme.lower() not in ("http", "https"):
+        return
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, math.ceil(timeout))))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    import requests
+
+    verify: Any = True  # MLflow's own TLS settings
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        verify = False
+    elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
+        verify = os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"]
+    try:
+        response = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout, verify=verify,
+                                cert=os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH") or None,
+                                allow_redirects=False)
+    except requests.exceptions.SSLError:
+        return  # it answered; MLflow reports the certificate trouble itself
+    except requests.exceptions.Timeout:
+        reason = f"no answer within {timeout:g}s; give a slow server longer with --timeout"
+    except requests.exceptions.ConnectionError as exc:
+        found = re.search(r"\[Errno -?\d+\] ([^'\"()\[\]]+)", str(exc))
+        reason = (f"{found.group(1).strip() if found else type(exc).__name__}: is it "
+                  "running, and is the URI right?")
+    except requests.exceptions.RequestException:
+        return  # a malformed URI: MLflow says what is wrong with it
+    else:
+        if response.status_code not in (502, 503, 504):
+            return  # any other HTTP answer: it is there
+        reason = f"a proxy answered {response.status_code} for it: is it running?"
+    parts = urlsplit(uri)
+    if parts.password:  # never print a password given in the URI
+        uri = parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
+                             + (f":{parts.port}" if parts.port else "")).geturl()
+    click.echo(f"error: tracking server {uri} did not answer ({reason})", err=True)
+    sys.exit(exit_code)
+
+
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("debug"))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mlflow-xai", prog_name="mlflow-xai")
-def cli() -> None:
+@click.option("--debug", is_flag=True, envvar="MLFLOW_XAI_DEBUG",
+              help="Print the full traceback of an error, not just its one-line message "
+                   "(or set MLFLOW_XAI_DEBUG=1).")
+def cli(debug: bool) -> None:
     """Explanations for MLflow models: attributions, importance and plots.
 
     \b
@@ -19,6 +151,9 @@ def cli() -> None:
       mlflow-xai methods                       # what can explain my model?
       mlflow-xai explain --model-uri models:/m-123 --data eval.parquet --targets label
       mlflow-xai check --run-id <run id> --policy policy.yaml
+
+    Bad input exits with code 2 and one line, "error: ...". Commands that talk to the tracking
+    server (MLFLOW_TRACKING_URI) give up after --timeout seconds when it does not answer.
     """
     import os
 
@@ -29,7 +164,9 @@ def cli() -> None:
 @cli.command("methods")
 @click.option("--kind", type=click.Choice(["explainer", "selector", "check"]), default=None,
               help="Only list methods of this kind.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON instead of a table, with each method's parameters: default and "
+                   "accepted values.")
 def methods(kind: str | None, as_json: bool) -> None:
     """List every registered method: name, kind, provider package and version, what it needs
     from the model and the data it accepts.
@@ -41,7 +178,16 @@ def methods(kind: str | None, as_json: bool) -> None:
 
     rows = list_methods(kind)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        from mlflow_xai.base import describe_param_type
+
+        for row in rows:
+            cls = get_registry().get(row["name"]).cls
+            types = cls.all_param_types()
+            row["params"] = {
+                name: {"default": default,
+                       "accepts": describe_param_type(types[name]) if name in types else None}
+                for name, default in cls.defaults.items()}
+        click.echo(json.dumps(rows, indent=2, default=repr))
         return
     headers = ["name", "kind", "package", "version", "needs", "data"]
     table = [[r["name"], r["kind"], r["package"], r["version"], ", ".join(r["requires"]),
@@ -59,7 +205,8 @@ def methods(kind: str | None, as_json: bool) -> None:
 @click.option("--model-uri", required=True,
               help="Model to explain, e.g. models:/<model_id> or runs:/<run_id>/model.")
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Rows to explain: a .csv or .parquet file.")
+              help="Rows to explain: a .csv (or .csv.gz, .csv.zip, ...) or .parquet file with "
+                   "a header and at least one row.")
 @click.option("--targets", default=None, help="Name of the label column in --data, if any.")
 @click.option("--explainer", "explainers", multiple=True,
               help="Explainer to run (repeatable). Default: every one that applies.")
@@ -75,6 +222,8 @@ def methods(kind: str | None, as_json: bool) -> None:
 @click.option("--output-dir", default=None, type=click.Path(file_okay=False),
               help="Also write the xai/ folder here.")
 @click.option("--no-log", is_flag=True, help="Do not log to MLflow (use with --output-dir).")
+@_server_timeout_option("Seconds to wait for the tracking server to answer (when logging, or "
+                        "loading a models:/ or runs:/ URI) before giving up with exit code 2.")
 def explain_command(model_uri: str, data_path: str, targets: str | None,
                     explainers: tuple[str, ...], max_rows: int, background_rows: int, seed: int,
                     device: str, run_id: str | None, output_dir: str | None,
@@ -82,26 +231,137 @@ def explain_command(model_uri: str, data_path: str, targets: str | None,
     """Explain a logged model on a data file and log the xai/ artifacts to a run.
 
     The tracking server comes from MLFLOW_TRACKING_URI, as for every MLflow command.
-    """
-    import pandas as pd
 
+    \b
+    Exit codes: 0 done; 2 bad input, in one line "error: ..." (a data file that cannot be read,
+    is empty or of another type, an unknown --targets column or explainer, a model URI that
+    cannot be loaded, a bad option value, a tracking server that does not answer within
+    --timeout); 1 anything else (mlflow-xai --debug explain ... prints the traceback).
+    """
     from mlflow_xai import explain
+    from mlflow_xai.config import XaiConfig, check_methods
     from mlflow_xai.errors import XaiError
 
-    data = pd.read_parquet(data_path) if data_path.endswith(".parquet") else pd.read_csv(
-        data_path)
+    data = _read_data(data_path, targets)
+    try:  # option mistakes first: before the model is loaded
+        check_methods(XaiConfig(explainers=list(explainers) or None, max_rows=max_rows,
+                                background_rows=background_rows, seed=seed, device=device))
+    except XaiError as exc:
+        _input_error(_short(exc))
+    if not no_log or model_uri.startswith(("models:/", "runs:/")):
+        _require_server()
     try:
-        expl = explain(model_uri, data, targets=targets, explainers=list(explainers) or None,
+        model = _load_model(model_uri, device)
+        expl = explain(model, data, targets=targets, explainers=list(explainers) or None,
                        max_rows=max_rows, background_rows=background_rows, seed=seed,
                        device=device, output_dir=output_dir)
+    except click.ClickException:
+        raise
     except XaiError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _input_error(_short(exc))
+    except Exception as exc:  # noqa: BLE001 - one line (exit 1), or the traceback with --debug
+        _unexpected(exc)
     for method in expl.methods:
         click.echo(f"{method}: top features {', '.join(map(str, expl.top_features(method)))}")
     if not no_log:
-        logged = expl.log(run_id=run_id)
+        from mlflow_xai.recording import Destination, record
+
+        try:
+            logged = record(expl, Destination(run_id, expl.model_id, source="cli"))
+        except Exception as exc:  # noqa: BLE001 - as above
+            _unexpected(exc, doing="logging")
         click.echo(f"logged to run {logged} (artifacts under xai/)")
+
+
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".csv.zst")
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line."""
+    text = " ".join(str(exc).split())
+    return (text[:limit] + "...") if len(text) > limit else (text or type(exc).__name__)
+
+
+def _input_error(message: str) -> NoReturn:
+    """Exit 2 with ``error: message``; with --debug the exception being handled propagates."""
+    current = sys.exc_info()[1]
+    if current is not None and _debug():
+        raise current
+    raise InputError(message)
+
+
+def _unexpected(exc: BaseException, doing: str = "explaining") -> NoReturn:
+    """Not the input's fault (or not recognised as such): one line and exit 1, or with
+    --debug the traceback; a tracking server that stopped answering is exit 2."""
+    if _debug():
+        raise exc
+    current: BaseException | None = exc if doing == "logging" else None
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionError, TimeoutError)) or type(current).__name__ in (
+                "ConnectionError", "ConnectTimeout", "ReadTimeout", "MaxRetryError",
+                "NewConnectionError"):
+            import mlflow
+
+            click.echo(f"error: tracking server {mlflow.get_tracking_uri()} did not answer "
+                       f"while {doing} ({_short(current, 200)})", err=True)
+            sys.exit(2)
+        current = current.__cause__ or current.__context__
+    click.echo(f"error: {doing} failed: {type(exc).__name__}: {_short(exc)} (mlflow-xai "
+               "--debug prints the traceback)", err=True)
+    sys.exit(1)
+
+
+def _read_data(path: str, targets: str | None) -> Any:
+    """--data as a DataFrame, or an InputError that names what is wrong with the file."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    name = path.lower()
+    if name.endswith(_PARQUET_SUFFIXES):
+        kind, read = "Parquet", pd.read_parquet
+    elif name.endswith(_CSV_SUFFIXES):
+        kind, read = "CSV", pd.read_csv
+    else:
+        suffix = "".join(Path(path).suffixes[-2:]) or "no extension"
+        raise InputError(f"--data {path}: unsupported file type ({suffix}); give a .csv or "
+                         ".parquet file.")
+    try:
+        data = read(path)
+    except pd.errors.EmptyDataError:
+        _input_error(f"--data {path} is empty: give a CSV file with a header line and at "
+                     "least one row.")
+    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many kinds on a bad file
+        _input_error(f"--data {path} could not be read as {kind} ({type(exc).__name__}: "
+                     f"{_short(exc, 200)}); check that it is a complete {kind} file.")
+    if len(data) == 0:
+        raise InputError(f"--data {path} has no rows, only column names: give at least one "
+                         "row to explain.")
+    if targets is not None and targets not in data.columns:
+        columns = ", ".join(map(str, data.columns[:20])) + (", ..." if data.shape[1] > 20
+                                                             else "")
+        raise InputError(f"--targets {targets!r} is not a column of {path} (columns: "
+                         f"{columns}); give the label column, or leave --targets out.")
+    return data
+
+
+def _load_model(model_uri: str, device: str) -> Any:
+    """The model behind --model-uri, or an InputError that says how to name one."""
+    from mlflow_xai.device import resolve_device
+    from mlflow_xai.errors import ConfigError
+    from mlflow_xai.model import resolve_model
+
+    resolved = resolve_device(device)
+    try:
+        return resolve_model(model_uri, device=resolved)
+    except ConfigError as exc:
+        _input_error(f"--model-uri {model_uri} could not be loaded "
+                     f"({_short(exc.__cause__ or exc, 200)}); give models:/<model_id>, "
+                     "models:/<name>/<version>, runs:/<run_id>/<path> or a local model "
+                     "directory (the tracking server is MLFLOW_TRACKING_URI).")
 
 
 @cli.command("check")
@@ -121,6 +381,7 @@ def explain_command(model_uri: str, data_path: str, targets: str | None,
 @click.option("--model-version", default=None, help="Version to tag (with --registered-model).")
 @click.option("--no-tags", is_flag=True, help="Print the verdict only; write no tags or files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@_server_timeout_option("Seconds to wait for the tracking server to answer (else exit 2).")
 def check_command(run_id: str | None, model_uri: str | None, policy_path: str, recompute: bool,
                   registered_model: str | None, model_version: str | None, no_tags: bool,
                   as_json: bool) -> None:
@@ -161,6 +422,7 @@ def check_command(run_id: str | None, model_uri: str | None, policy_path: str, r
     if (registered_model is None) != (model_version is None):
         click.echo("error: --registered-model and --model-version go together.", err=True)
         sys.exit(2)
+    _require_server()
     try:
         policy = load_policy(policy_path)
         target = resolve_target(run_id, model_uri)
@@ -262,6 +524,7 @@ def _print_outcome(judged: str, outcome: dict) -> None:
                    "process that is killed) and record it as failed; the watcher goes on.")
 @click.option("--once", is_flag=True, help="Poll once, handle what is new, and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Also log polls that found nothing new.")
+@_server_timeout_option("With --once: seconds to wait for the server to answer (else exit 1).")
 def watch_command(tracking_uri: str, experiments: tuple[str, ...],
                   registered_models: tuple[str, ...], policy_path: str | None,
                   config_path: str | None, interval: float, max_backoff: float, since: Any,
@@ -334,6 +597,7 @@ def watch_command(tracking_uri: str, experiments: tuple[str, ...],
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     if once:
+        _require_server(tracking_uri, exit_code=1)
         try:
             handled = watcher.poll_once()
         except Exception as exc:
@@ -363,6 +627,71 @@ def watch_command(tracking_uri: str, experiments: tuple[str, ...],
         watcher.run_forever(stop)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+@cli.command("flush")
+@click.option("--tracking-uri", default=None,
+              help="Only upload the items meant for this tracking server. Default: every item, "
+                   "each to the server it was meant for.")
+@click.option("--spool-dir", default=None, type=click.Path(file_okay=False),
+              help="The spool folder. Default: $MLFLOW_XAI_SPOOL_DIR, else "
+                   "$XDG_CACHE_HOME/mlflow-xai/spool (~/.cache/mlflow-xai/spool).")
+@click.option("--list", "list_only", is_flag=True,
+              help="Only list the spooled items (exit 1 when there are any); upload nothing.")
+def flush_command(tracking_uri: str | None, spool_dir: str | None, list_only: bool) -> None:
+    """Upload explanations spooled while the tracking server did not answer.
+
+    Asynchronous autolog (autolog(asynchronous=True)) does not wait out a tracking server that
+    is down: it keeps what it could not upload in a local spool folder, either a computed
+    explanation (the xai/ folder, its metrics and tags) or a job whose model could not be
+    loaded from the server (its inputs). This command uploads every item to the tracking
+    server it was meant for, oldest first, in the recorder's order (artifacts, metrics,
+    summary.json, tags last; a spooled job is explained first), and removes each item once it
+    is recorded. mlflow_xai.wait() and the next autolog() do the same for the current server.
+
+    \b
+    Exit status: 0 when everything was uploaded (or nothing was spooled); 1 when items remain,
+    each on one line on stderr with why: the server still does not answer (try again later),
+    or the replay failed (the item is then kept under failed/ with error.txt).
+    """
+    import os
+    from pathlib import Path
+
+    import mlflow
+
+    from mlflow_xai import spool
+    from mlflow_xai.autologging import replay_item
+
+    root = Path(spool_dir).expanduser() if spool_dir else spool.spool_dir()
+    pending = spool.items(tracking_uri, root=root)
+    given_up = spool.failed_items(tracking_uri, root=root)
+    if list_only:
+        for item in pending + given_up:
+            click.echo(item.line())
+        if not pending and not given_up:
+            click.echo(f"the spool {root} is empty")
+        sys.exit(1 if pending or given_up else 0)
+    # This process only: a server that dies mid-flush is not retried for minutes.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    uploaded: list[Any] = []
+    remaining = [item for item in pending if not item.manifest or not item.tracking_uri]
+    previous = mlflow.get_tracking_uri()
+    try:
+        for uri in dict.fromkeys(i.tracking_uri for i in pending if i.manifest and i.tracking_uri):
+            mlflow.set_tracking_uri(uri)  # the recorder uploads to the current tracking URI
+            result = spool.flush(uri, root=root, replay=replay_item)
+            uploaded += result.uploaded
+            remaining += result.remaining
+    finally:
+        mlflow.set_tracking_uri(previous)
+    for item in uploaded:
+        click.echo(f"uploaded {item.path.name}: {item.kind} for run {item.manifest.get('run_id')}")
+    for item in remaining + given_up:
+        click.echo(f"not uploaded: {item.line()}", err=True)
+    left = len(remaining) + len(given_up)
+    click.echo(f"{len(uploaded)} uploaded, {left} remain in {root}", err=bool(left))
+    sys.exit(1 if left else 0)
 
 
 def _setup_watch_logging(verbose: bool) -> None:

@@ -18,6 +18,14 @@ from mlflow_xai.errors import InvalidInputError
 from mlflow_xai.model import ModelAdapter
 
 _STRING_SCHEMA_TYPES = {"string", "str", "binary", "object", "category"}
+#: Columns mlflow-xai adds next to the features in its tables start with this prefix; a feature
+#: name may not (it could overwrite or be mistaken for one of them).
+RESERVED_COLUMN_PREFIX = "xai."
+#: ``attributions/<method>.parquet`` (and ``<method>/xai.base_value`` in the distributed table):
+#: the base value each row's attributions add up from.
+BASE_VALUE_COLUMN = RESERVED_COLUMN_PREFIX + "base_value"
+#: The class (label) each row was explained for, as text; classifiers only.
+OUTPUT_COLUMN = RESERVED_COLUMN_PREFIX + "output"
 
 
 @dataclass
@@ -110,6 +118,7 @@ def prepare_data(
     frame = _as_frame(data, model, what="data")
     frame, y = _split_targets(frame, targets)
     frame = _match_columns(frame, model, what="data")
+    check_feature_names(list(frame.columns), what="data")
     if len(frame) == 0:
         raise InvalidInputError("data has no rows: pass at least one row to explain.")
     if frame.shape[1] == 0:
@@ -180,6 +189,7 @@ def prepare_data(
 
 def _as_frame(data: Any, model: ModelAdapter, *, what: str) -> pd.DataFrame:
     if isinstance(data, pd.DataFrame):
+        _check_unique_columns(data, what=what)
         return data
     if isinstance(data, pd.Series):
         raise InvalidInputError(
@@ -207,7 +217,38 @@ def _as_frame(data: Any, model: ModelAdapter, *, what: str) -> pd.DataFrame:
     names = model.input_names
     if names is None or len(names) != arr.shape[1]:
         names = [f"x{i}" for i in range(arr.shape[1])]
-    return pd.DataFrame(arr, columns=names)
+    frame = pd.DataFrame(arr, columns=names)
+    _check_unique_columns(frame, what=what)
+    return frame
+
+
+def _check_unique_columns(frame: pd.DataFrame, *, what: str) -> None:
+    """Every column must have its own name, also as text (``0`` and ``"0"`` are one feature to
+    every table and metric mlflow-xai writes)."""
+    by_text: dict[str, list[Any]] = {}
+    for column in frame.columns:
+        by_text.setdefault(str(column), []).append(column)
+    repeated = {text: cols for text, cols in by_text.items() if len(cols) > 1}
+    if repeated:
+        detail = "; ".join(f"{text!r} ({len(cols)} columns: "
+                           f"{', '.join(repr(c) for c in cols)})"
+                           for text, cols in list(repeated.items())[:10])
+        raise InvalidInputError(
+            f"{what} has {len(repeated)} duplicated column name(s): {detail}. Each feature needs "
+            "one unique name (as text); rename the columns, for example "
+            "data.columns = [f'{c}_{i}' for i, c in enumerate(data.columns)], or drop the "
+            "duplicates (data.loc[:, ~data.columns.astype(str).duplicated()]).")
+
+
+def check_feature_names(names: list[Any], *, what: str = "data") -> None:
+    """Refuse feature names that start with :data:`RESERVED_COLUMN_PREFIX`."""
+    reserved = [str(n) for n in names if str(n).startswith(RESERVED_COLUMN_PREFIX)]
+    if reserved:
+        raise InvalidInputError(
+            f"{what} has column(s) {reserved[:10]} whose names start with "
+            f"'{RESERVED_COLUMN_PREFIX}', which mlflow-xai reserves for the columns it adds to "
+            f"the attribution tables ({BASE_VALUE_COLUMN}, {OUTPUT_COLUMN}). Rename them (for "
+            f"example data.rename(columns={{'{reserved[0]}': 'feature_{reserved[0]}'}})).")
 
 
 def _split_targets(frame: pd.DataFrame, targets: Any) -> tuple[pd.DataFrame, np.ndarray | None]:
@@ -219,14 +260,38 @@ def _split_targets(frame: pd.DataFrame, targets: Any) -> tuple[pd.DataFrame, np.
                 f"targets='{targets}' is not a column of data. Columns: {list(frame.columns)}. "
                 "Pass the target column's name, or an array with one value per row."
             )
-        return frame.drop(columns=[targets]), frame[targets].to_numpy()
+        y = frame[targets].to_numpy()
+        _check_targets_finite(y)
+        return frame.drop(columns=[targets]), y
     y = np.asarray(targets)
     if y.ndim == 0 or len(y) != len(frame):
         n = 1 if y.ndim == 0 else len(y)
         raise InvalidInputError(
             f"targets has {n} value(s) but data has {len(frame)} row(s): pass one target per row."
         )
+    _check_targets_finite(y)
     return frame, y
+
+
+def _check_targets_finite(y: np.ndarray) -> None:
+    """NaN or inf targets make every target-based figure NaN: refuse them. Numeric targets:
+    NaN and +-inf; other labels: None and NaN."""
+    if y.dtype.kind in "biufc":
+        n_nan = int(np.isnan(y).sum()) if y.dtype.kind in "fc" else 0
+        n_inf = int(np.isinf(y).sum()) if y.dtype.kind in "fc" else 0
+    else:
+        n_nan, n_inf = int(pd.isna(pd.Series(y.ravel(), dtype=object)).sum()), 0
+        if y.dtype.kind == "O":
+            floats = [v for v in y.ravel() if isinstance(v, (float, np.floating))]
+            n_inf = int(np.isinf(np.asarray(floats, dtype=float)).sum()) if floats else 0
+    if n_nan or n_inf:
+        rows = len(y)
+        parts = ", ".join(p for p in (f"{n_nan} missing (NaN/None)" if n_nan else "",
+                                      f"{n_inf} infinite" if n_inf else "") if p)
+        raise InvalidInputError(
+            f"targets has {parts} value(s) in {rows} row(s). Drop those rows from data and "
+            "targets (for example keep = y.notna(); data, y = data[keep], y[keep]) or impute "
+            "the targets before explaining.")
 
 
 def _match_columns(frame: pd.DataFrame, model: ModelAdapter, *, what: str,

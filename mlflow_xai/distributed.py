@@ -14,7 +14,9 @@ Two pieces:
 
 Output table (one row per input row)::
 
-    <row_id> | <method>/<feature> ... | <method>/_base_value | _output (classifiers only)
+    <row_id> | <method>/<feature> ... | <method>/xai.base_value | xai.output (classifiers only)
+
+(``xai.`` is refused as a feature name prefix, so a feature never takes a reserved column.)
 
 Ray is imported only inside the functions that need it, so this module imports without it.
 """
@@ -35,14 +37,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlflow_xai.data import BASE_VALUE_COLUMN, check_feature_names
+from mlflow_xai.data import OUTPUT_COLUMN as _OUTPUT_COLUMN
 from mlflow_xai.errors import ConfigError, InvalidInputError, XaiError
 
 #: Separator between method and feature in output column names: ``kernel_shap/age``.
 SEP = "/"
-#: Per-method base value column suffix: ``kernel_shap/_base_value``.
-BASE_VALUE = "_base_value"
-#: The class label each row was explained for (multi-output models; as text).
-OUTPUT_COLUMN = "_output"
+#: Per-method base value column suffix: ``kernel_shap/xai.base_value``.
+BASE_VALUE = BASE_VALUE_COLUMN
+#: The class label each row was explained for (multi-output models; as text): ``xai.output``.
+OUTPUT_COLUMN = _OUTPUT_COLUMN
 #: Artifact folder of a distributed run, under the run's ``xai/``.
 ARTIFACT_SUBDIR = "xai/distributed"
 #: Fault tolerance is Ray Data's own: its actor pools restart a dead actor and resubmit the
@@ -165,7 +169,8 @@ class BatchExplainer:
         self._model = _MODEL_CACHE[key]
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """One output row per input row: ``row_id``, attributions, base values (, ``_output``)."""
+        """One output row per input row: ``row_id``, attributions, base values (,
+        ``xai.output``)."""
         self.setup()
         if self.row_id not in batch.columns:
             raise InvalidInputError(
@@ -668,13 +673,18 @@ def _given_background(background: Any, features: list[str]) -> tuple[pd.DataFram
 
 def _feature_columns(ds: Any, row_id: str, signature_names: list[str] | None) -> list[str]:
     columns = [c for c in ds.columns() if c != row_id]
+    if row_id == OUTPUT_COLUMN:
+        raise InvalidInputError(f"row_id '{row_id}' is the name of an output column; name the "
+                                "row id column differently.")
     if not signature_names:
+        check_feature_names(columns)  # on the driver, before any actor starts
         return columns
     missing = [c for c in signature_names if c not in columns]
     if missing:
         raise InvalidInputError(
             f"the data lacks column(s) {missing} of the model's signature; it has "
             f"{columns[:20]}.")
+    check_feature_names(list(signature_names))
     return list(signature_names)
 
 
@@ -847,13 +857,14 @@ def _summary(result: DistributedExplanations, *, model_uri: str, model_info: dic
     from mlflow_xai.pipeline import _versions
 
     return {
-        "status": "ok",
         "backend": "ray",
         "versions": {**_versions(), "ray": ray_options["ray_version"]},
         "model": {"uri": model_uri, "model_id": model_info.get("model_id"),
                   "flavors": model_info.get("flavors")},
-        "methods": {m: {"params": p, "rows": counts.get(m, 0)} for m, p in methods.items()
-                    if m in result.importance.columns},
+        "status": "ok",
+        "methods": {m: {"status": "ok", "params": p, "rows": counts.get(m, 0),
+                        "seconds": round(result.timings.get("explain_and_write", 0.0), 4)}
+                    for m, p in methods.items() if m in result.importance.columns},
         "methods_skipped": sorted(set(methods) - set(result.importance.columns)),
         "data": {"rows_total": result.rows, "rows_explained": result.rows,
                  "rows_sampled": False, "features": len(features),
@@ -896,52 +907,44 @@ def importance_table(importance: pd.DataFrame) -> dict[str, dict[str, dict[str, 
 
 def log_distributed(result: DistributedExplanations, *, run_id: str | None = None,
                     model_id: str | None = None) -> str:
-    """Log ``xai/distributed/{summary.json, importance.json, importance.csv, plots/}`` and
-    metrics (``xai/rows_explained``, ``xai/<method>/importance/<feature>``,
-    ``xai/distributed/seconds``, ``xai/distributed/rows_per_second``); return the run id."""
+    """Record through :mod:`mlflow_xai.recording`, under the same contract as a one-process
+    run: ``xai/summary.json`` (bound to the model, written last, digest-tagged),
+    ``xai/importance.json``, ``xai/stability.json``, ``xai/plots/<method>_bar.png`` and the
+    same metric names (``xai/rows_explained``, ``xai/<method>/importance/<feature>``, ...), plus
+    ``xai/importance.csv`` and ``xai/distributed/{seconds,rows_per_second}``. The per-row table
+    stays at ``result.path`` (named in the summary and the tag ``mlflow_xai.distributed.path``):
+    the rows never travel back to the driver. Returns the run id."""
     import mlflow
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, RunTag
 
-    from mlflow_xai.artifacts import MAX_IMPORTANCE_METRICS, METRIC_PREFIX, metric_safe
-    from mlflow_xai.artifacts import _write_json as write_json
+    from mlflow_xai import tags as tag
+    from mlflow_xai.artifacts import METRIC_PREFIX, json_text, metrics_from_documents
     from mlflow_xai.plots import bar_plot
+    from mlflow_xai.recording import Destination, record_folder
 
     started_here = False
-    if run_id is None:
-        active = mlflow.active_run()
-        if active is None:
-            active, started_here = mlflow.start_run(), True
-        run_id = active.info.run_id
-    client = MlflowClient()
+    if run_id is None and mlflow.active_run() is None:
+        run_id, started_here = mlflow.start_run().info.run_id, True
     _finish_summary(result)  # timings so far (the log step itself is not in the file)
-    with tempfile.TemporaryDirectory(prefix="mlflow-xai-distributed-") as tmp:
-        root = Path(tmp)
-        (root / "plots").mkdir()
-        write_json(root / "summary.json", result.summary)
-        write_json(root / "importance.json", importance_table(result.importance))
-        result.importance.to_csv(root / "importance.csv")
-        for method in result.importance.columns:
-            bar_plot(result.importance[method], method, str(root / "plots" / f"{method}_bar.png"),
-                     subtitle=f"{result.rows} rows")
-        client.log_artifacts(run_id, tmp, ARTIFACT_SUBDIR)
-    now = int(time.time() * 1000)
-    metrics = {f"{METRIC_PREFIX}/rows_explained": float(result.rows),
-               f"{METRIC_PREFIX}/distributed/seconds": float(result.summary["seconds"]),
-               f"{METRIC_PREFIX}/distributed/rows_per_second": float(
-                   result.summary.get("rows_per_second", 0.0))}
-    for method in result.importance.columns:
-        top = result.importance[method].sort_values(ascending=False).head(MAX_IMPORTANCE_METRICS)
-        for feature, value in top.items():
-            if math.isfinite(value):
-                metrics[f"{METRIC_PREFIX}/{method}/importance/{metric_safe(feature)}"] = \
-                    float(value)
-    entries = [Metric(k, v, now, 0, model_id=model_id) for k, v in metrics.items()]
-    for start in range(0, len(entries), 500):
-        client.log_batch(run_id, metrics=entries[start:start + 500])
-    tags = {"mlflow_xai.status": "ok", "mlflow_xai.methods": ",".join(result.methods),
-            "mlflow_xai.backend": "ray", "mlflow_xai.distributed.path": result.path[:5000]}
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-    if started_here:
-        mlflow.end_run()
+    importance = importance_table(result.importance)
+    metrics = metrics_from_documents(result.summary, importance, {})
+    metrics[f"{METRIC_PREFIX}/distributed/seconds"] = float(result.summary["seconds"])
+    metrics[f"{METRIC_PREFIX}/distributed/rows_per_second"] = float(
+        result.summary.get("rows_per_second", 0.0))
+    dest = Destination(run_id, model_id, source="distributed",
+                       tags={tag.BACKEND: "ray", tag.DISTRIBUTED_PATH: result.path[:5000]})
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlflow-xai-distributed-") as tmp:
+            root = Path(tmp)
+            (root / "plots").mkdir()
+            (root / "importance.json").write_text(json_text(importance))
+            (root / "stability.json").write_text(json_text({}))
+            result.importance.to_csv(root / "importance.csv")
+            for method in result.importance.columns:
+                bar_plot(result.importance[method], method,
+                         str(root / "plots" / f"{method}_bar.png"),
+                         subtitle=f"{result.rows} rows")
+            run_id = record_folder(root, result.summary, metrics, dest, methods=result.methods)
+    finally:
+        if started_here:
+            mlflow.end_run()
     return run_id

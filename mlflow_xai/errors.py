@@ -33,3 +33,7 @@ class ExplainTimeout(XaiError, TimeoutError):
 
 class ExplainCancelled(XaiError):
     """The explanation was cancelled (its ``cancel`` event was set); its worker was stopped."""
+
+
+class RecordingError(XaiError):
+    """The explanation was computed but could not be recorded completely."""

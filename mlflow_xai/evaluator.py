@@ -15,11 +15,45 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 from typing import Any
 
+from mlflow.models.evaluation import base as _mlflow_evaluation
 from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 
 _logger = logging.getLogger(__name__)
+_requested = threading.local()
+
+
+def _remember_requested(resolve: Any) -> Any:
+    """Wrap MLflow's evaluator resolution to learn whether ``xai`` was asked for by name.
+
+    MLflow passes an evaluator neither the list it was called with nor whether it was named;
+    ``evaluate()`` replaces its ``evaluators`` argument with the resolved bundles. Unnamed (the
+    ``evaluators=None`` default runs every installed evaluator), ``xai`` must never make
+    ``evaluate`` fail: every error, configuration errors included, becomes a warning and a
+    recorded status.
+    """
+    if getattr(resolve, "_mlflow_xai", False):
+        return resolve
+
+    def resolve_and_remember(evaluators: Any, *args: Any, **kwargs: Any) -> Any:
+        names = [evaluators] if isinstance(evaluators, str) else list(evaluators or [])
+        _requested.by_name = "xai" in names
+        return resolve(evaluators, *args, **kwargs)
+
+    resolve_and_remember._mlflow_xai = True
+    return resolve_and_remember
+
+
+if hasattr(_mlflow_evaluation, "resolve_evaluators_and_configs"):
+    _mlflow_evaluation.resolve_evaluators_and_configs = _remember_requested(
+        _mlflow_evaluation.resolve_evaluators_and_configs)
+
+
+def asked_by_name() -> bool:
+    """Was ``xai`` named in the current ``mlflow.models.evaluate`` call? (Unknown: no.)"""
+    return bool(getattr(_requested, "by_name", False))
 
 #: Keys understood by MLflow's built-in evaluators. When ``evaluator_config`` is one flat dict,
 #: MLflow hands the same dict to every evaluator, so these are ignored rather than refused.
@@ -70,36 +104,49 @@ class XaiEvaluator(ModelEvaluator):
     def evaluate(self, *, model_type, dataset, run_id, evaluator_config, model=None,
                  extra_metrics=None, custom_artifacts=None, predictions=None, **kwargs
                  ) -> EvaluationResult:
-        from mlflow_xai.artifacts import log_explanations, log_failure, metrics_for
-        from mlflow_xai.pipeline import run
+        from mlflow_xai.recording import Destination, explain_and_record, record_failure
 
-        # Configuration mistakes are the caller's to fix: they always raise.
-        config = parse_evaluator_config(evaluator_config, model_type)
+        named = asked_by_name()
         model_id = kwargs.get("model_id")
+        # MLflow logs the returned metrics itself, linked to the model: log them here only
+        # when there is no model id to link them to.
+        dest = Destination(run_id, model_id, source="evaluate", log_metrics=model_id is None)
+        try:
+            config = parse_evaluator_config(evaluator_config, model_type)
+        except Exception as exc:
+            if named:  # asked for by name: the caller's mistake to fix
+                raise
+            _logger.warning("mlflow-xai: skipped (evaluator_config not usable: %s). Pass "
+                            "evaluators=[..., 'xai'] to make this an error.", exc)
+            record_failure(dest, exc)
+            return EvaluationResult({}, {}, run_id)
         if model is None:
             _logger.warning("mlflow-xai: no model was given (static predictions); nothing to "
                             "explain.")
-            log_failure(run_id, "no model given: explanations need a model to query",
-                        status="skipped")
+            record_failure(dest, "no model given: explanations need a model to query",
+                           status="skipped")
             return EvaluationResult({}, {}, run_id)
-        features = dataset.features_data
-        if not hasattr(features, "columns") and dataset.feature_names is not None:
-            import pandas as pd
-
-            features = pd.DataFrame(features, columns=list(dataset.feature_names))
-        config.targets = dataset.labels_data
         try:
-            expl = run(model, features, config)
-            if model_id and not expl.model_id:
-                expl.model_id = model_id
-            log_explanations(expl, run_id=run_id, model_id=model_id, log_metrics=model_id is None)
+            features = dataset.features_data
+            if not hasattr(features, "columns") and dataset.feature_names is not None:
+                import pandas as pd
+
+                features = pd.DataFrame(features, columns=list(dataset.feature_names))
+            config.targets = dataset.labels_data
+            outcome = explain_and_record(model, features, config, dest)
         except Exception as exc:
             if config.strict:
                 raise
-            _logger.warning("mlflow-xai: explaining the model failed (recorded in run %s as "
-                            "xai/error.txt): %s", run_id, exc)
-            log_failure(run_id, exc, model_id=model_id)
+            # Not ours to break: recording the failure itself failed (server down).
+            _logger.warning("mlflow-xai: explaining the model failed: %s", exc)
             return EvaluationResult({}, {}, run_id)
+        if outcome.explanations is None:
+            _logger.warning("mlflow-xai: explaining the model failed (recorded in run %s as "
+                            "xai/error.txt): %s", run_id, outcome.error)
+            return EvaluationResult({}, {}, run_id)
+        from mlflow_xai.artifacts import metrics_for
+
+        expl = outcome.explanations
         return EvaluationResult(metrics_for(expl), _artifacts(expl, run_id), run_id)
 
 

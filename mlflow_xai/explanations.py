@@ -103,9 +103,9 @@ class Explanations:
         linked to ``model_id`` (default: the explained model's id, when it has one).
         Returns the run id.
         """
-        from mlflow_xai.artifacts import log_explanations
+        from mlflow_xai.recording import Destination, record
 
-        return log_explanations(self, run_id=run_id, model_id=model_id or self.model_id)
+        return record(self, Destination(run_id, model_id or self.model_id, source="api"))
 
     def __repr__(self) -> str:
         rows = self.summary.get("data", {}).get("rows_explained")

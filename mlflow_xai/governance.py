@@ -337,12 +337,20 @@ def facts_from_explanations(expl: Any) -> Facts:
 
 
 def check_features(policy: Policy, facts: Facts) -> None:
-    """A rule that names a feature the model does not have checks nothing: refuse it."""
+    """A rule that names a feature the model does not have checks nothing: refuse it.
+
+    ``forbid_top_k.features`` name features as they are. A metric rule names a feature's
+    importance by its metric-name segment (``<method>/importance/<segment>``, the name of the
+    logged metric; ``xai/metric_names.json`` lists them): for most features the segment is the
+    name itself; for one that has characters MLflow refuses, is too long or collides with
+    another once made safe, the raw name is refused with the segment to write instead.
+    """
     if not facts.features:
         return
-    from mlflow_xai.artifacts import metric_safe
+    from mlflow_xai.metric_names import feature_metric_names
 
     known = set(facts.features)
+    segments: dict[str, str] | None = None
     for rule in policy.rules:
         named: list[tuple[str, str]] = []
         if rule.forbid_top_k is not None:
@@ -350,8 +358,16 @@ def check_features(policy: Policy, facts: Facts) -> None:
         elif rule.metric is not None:
             parts = _strip_prefix(rule.metric).split("/")
             if len(parts) == 3 and parts[1] == "importance":
-                safe = {metric_safe(f): f for f in facts.features}
-                if parts[2] not in safe:
+                if segments is None:  # the mapping the metrics and the gate use
+                    segments = feature_metric_names(facts.features)
+                feature_of = {seg: f for f, seg in segments.items()}
+                if parts[2] not in feature_of:
+                    if parts[2] in segments:
+                        raise ConfigError(
+                            f"rule '{rule.name}': field 'metric' names feature '{parts[2]}' "
+                            "as it is, but its importance is the metric "
+                            f"'{parts[0]}/importance/{segments[parts[2]]}' (features become "
+                            "metric-name segments, see xai/metric_names.json): write that.")
                     named = [("metric", parts[2])]
         for field_name, feature in named:
             if feature not in known:

@@ -8,11 +8,11 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from mlflow_xai.base import Attribution, ExplainTask
+from mlflow_xai.base import Attribution, build_task
 from mlflow_xai.checking import build_context, run_checks
 from mlflow_xai.config import XaiConfig, check_methods, normalize_methods
 from mlflow_xai.data import PreparedData, prepare_data
@@ -30,22 +30,66 @@ _logger = logging.getLogger(__name__)
 PREDICT_CHUNK_ROWS = 65536
 
 
+class NonFiniteOutputError(ModelPredictError):
+    """The model returned NaN or infinite outputs (``rows`` of ``of`` rows it was given)."""
+
+    def __init__(self, message: str, *, rows: int, of: int) -> None:
+        super().__init__(message)
+        self.rows, self.of = rows, of
+
+
+def non_finite_rows(out: Any) -> int:
+    """Rows of a model output ``(m,)`` / ``(m, k, ...)`` with any NaN or infinite value."""
+    out = np.asarray(out)
+    if out.ndim == 0 or len(out) == 0:
+        return 0 if out.ndim else int(not np.isfinite(out))
+    return int((~np.isfinite(out)).reshape(len(out), -1).any(axis=1).sum())
+
+
 class CountingPredict:
-    """float matrix -> chosen model output, in bounded chunks, counting every row evaluated."""
+    """float matrix -> chosen model output, in bounded chunks, counting every row evaluated.
+
+    Every model call of a run goes through here, so here non-finite outputs are refused: a NaN
+    or infinite output (typically on perturbed rows the model never saw) raises
+    :class:`NonFiniteOutputError` (a :class:`~mlflow_xai.errors.ModelPredictError`) instead of
+    silently making every attribution NaN. ``stage`` (for example ``"explainer 'lime'"``), when
+    set, is named in that message.
+    """
 
     def __init__(self, model: ModelAdapter, prepared: PreparedData) -> None:
         self.model = model
         self.encoder = prepared.encoder
         self.rows = 0
+        self.stage: str | None = None
 
     def full(self, X: np.ndarray) -> np.ndarray:
-        """All outputs, ``(m,)`` or ``(m, k)``."""
+        """All outputs, ``(m,)`` or ``(m, k)``; raises when any of them is NaN or infinite."""
         parts = []
         for start in range(0, len(X), PREDICT_CHUNK_ROWS):
             chunk = X[start:start + PREDICT_CHUNK_ROWS]
             self.rows += len(chunk)
             parts.append(self.model.predict(self.encoder.decode(chunk)))
-        return np.concatenate(parts, axis=0)
+        out = np.concatenate(parts, axis=0)
+        self.check_finite(out, len(X))
+        return out
+
+    def check_finite(self, out: Any, rows: int) -> None:
+        """Raise :class:`NonFiniteOutputError` when a row of ``out`` is NaN or infinite."""
+        bad = non_finite_rows(out)
+        if bad:
+            self.refuse_non_finite(bad, rows)
+
+    def refuse_non_finite(self, bad: int, rows: int) -> None:
+        """Raise :class:`NonFiniteOutputError` for ``bad`` of ``rows`` non-finite outputs."""
+        if bad:
+            where = f" during {self.stage}" if self.stage else ""
+            raise NonFiniteOutputError(
+                f"the model returned NaN or infinite outputs for {bad} of {rows} rows it was "
+                f"given{where}. Explainers evaluate the model on perturbed rows (features "
+                "replaced by background values), and attributions of non-finite outputs are "
+                "meaningless. Make predict return finite values for every input in the data's "
+                "range (for example clip or impute inside the model), or pass a background "
+                "closer to the explained rows.", rows=bad, of=rows)
 
     def count(self, rows: int) -> None:
         """Rows a method pushed through the model by itself (e.g. Captum's DeepLift)."""
@@ -80,6 +124,10 @@ class CountingPredict:
                 out = out[:, 0]
             elif out.ndim == 2:
                 out = out[:, 0 if output_index is None else output_index]
+            finite = torch.isfinite(out.detach())
+            if not bool(finite.all()):
+                self.refuse_non_finite(
+                    int(finite.logical_not().reshape(len(finite), -1).any(1).sum()), len(x))
             return out if grad else out.to(torch.float64)
 
         return native
@@ -130,121 +178,194 @@ def _blas_threads() -> Any:
 
 
 def _run(model: Any, data: Any, config: XaiConfig) -> Explanations:
+    """The computation, as named steps; each step is a function below, in this order."""
     config.validate()
     started = time.time()
     registry = get_registry()
-    no_explainers = isinstance(config.explainers, (list, tuple)) and not config.explainers
-    requested = {} if no_explainers else normalize_methods(
-        config.explainers, valid=registry.names("explainer"), kind="explainer")
+    methods = _requested_explainers(config, registry)
+    device, adapter = _resolve_model_and_device(model, config)
+    prepared = _prepare_data(data, adapter, config)
+    counter = CountingPredict(adapter, prepared)
+    outputs = _probe_outputs(counter, prepared, adapter, config)
+    results, method_summary = _run_explainers(methods, registry, prepared, adapter, counter,
+                                              outputs.groups, config, device)
+    f_x, row_outputs = _explained_outputs(outputs.values, outputs.groups)
+    _add_efficiency(results, method_summary, registry, f_x)
+    checks = _run_checks(results, methods, registry, prepared, adapter, counter, config,
+                         device, row_outputs, f_x)
+    selections, selection_summary = _run_selectors(registry, prepared, adapter, counter,
+                                                   outputs.groups, config, device)
+    summary = _summary(adapter, prepared, config, device, outputs.description, method_summary,
+                       started, outputs.probe_rows, selectors=selection_summary, checks=checks)
+    expl = Explanations.build(prepared=prepared, results=results, output_labels=outputs.labels,
+                              summary=summary, model=adapter)
+    expl.checks = checks
+    expl.selection = selections
+    _apply_policy(expl, summary, config)
+    return expl
+
+
+def _requested_explainers(config: XaiConfig, registry: Any) -> dict[str, dict[str, Any]]:
+    """Explainer name -> parameters: the requested ones (``[]``: none), default all."""
+    if isinstance(config.explainers, (list, tuple)) and not config.explainers:
+        return {}
+    requested = normalize_methods(config.explainers, valid=registry.names("explainer"),
+                                  kind="explainer")
+    return requested if requested is not None else {n: {} for n in registry.names("explainer")}
+
+
+def _resolve_model_and_device(model: Any, config: XaiConfig) -> tuple[str, ModelAdapter]:
     device = resolve_device(config.device)
     adapter = resolve_model(model, device=device)
     if config.model_type == "regressor":
         adapter.is_classifier = False
-    if is_image_data(data):
-        prepared = prepare_images(data, targets=config.targets, background=config.background,
-                                  background_rows=config.background_rows,
-                                  max_rows=config.max_rows, seed=config.seed)
-    else:
-        prepared = prepare_data(data, adapter, targets=config.targets,
-                                background=config.background,
-                                background_rows=config.background_rows,
-                                max_rows=config.max_rows, seed=config.seed,
-                                selection_rows=config.selection_rows if config.selectors else 0)
-    counter = CountingPredict(adapter, prepared)
-    outputs_all = _probe(counter, prepared)
-    groups, output_labels, output_desc = _choose_outputs(outputs_all, adapter, config.output)
-    probe_rows = counter.rows
+    return device, adapter
 
-    methods = requested if requested is not None else {n: {} for n in registry.names("explainer")}
-    n_rows = len(prepared.X)
+
+def _prepare_data(data: Any, adapter: ModelAdapter, config: XaiConfig) -> PreparedData:
+    if is_image_data(data):
+        return prepare_images(data, targets=config.targets, background=config.background,
+                              background_rows=config.background_rows,
+                              max_rows=config.max_rows, seed=config.seed)
+    return prepare_data(data, adapter, targets=config.targets, background=config.background,
+                        background_rows=config.background_rows, max_rows=config.max_rows,
+                        seed=config.seed,
+                        selection_rows=config.selection_rows if config.selectors else 0)
+
+
+class _Outputs(NamedTuple):
+    """The model's outputs on the explained rows and which one each row is explained for."""
+
+    values: np.ndarray                             # (n,) or (n, k): every output, every row
+    groups: list[tuple[np.ndarray, int | None]]    # (rows, output index) per explained output
+    labels: list[Any] | None                       # each row's explained class label
+    description: str                               # for summary.json
+    probe_rows: int                                # model rows the probe evaluated
+
+
+def _probe_outputs(counter: CountingPredict, prepared: PreparedData, adapter: ModelAdapter,
+                   config: XaiConfig) -> _Outputs:
+    values = _probe(counter, prepared)
+    groups, labels, description = _choose_outputs(values, adapter, config.output)
+    return _Outputs(values, groups, labels, description, counter.rows)
+
+
+def _run_explainers(methods: dict[str, dict[str, Any]], registry: Any, prepared: PreparedData,
+                    adapter: ModelAdapter, counter: CountingPredict,
+                    groups: list[tuple[np.ndarray, int | None]], config: XaiConfig, device: str
+                    ) -> tuple[dict[str, Attribution], dict[str, dict[str, Any]]]:
+    """Every explainer in turn, under one progress bar: (results, summary entry per method)."""
     results: dict[str, Attribution] = {}
-    method_summary: dict[str, dict[str, Any]] = {}
-    bar = progress_bar(total=n_rows * len(methods), desc="mlflow-xai", progress=config.progress)
+    summary: dict[str, dict[str, Any]] = {}
+    bar = progress_bar(total=len(prepared.X) * len(methods), desc="mlflow-xai",
+                       progress=config.progress)
     try:
         for name, params in methods.items():
-            info = registry.get(name, "explainer")
-            explainer = info.cls(**params)
-            bar.set_description(f"mlflow-xai {name}")
-            entry: dict[str, Any] = {"plugin": info.plugin, "package": info.package,
-                                     "version": info.version, "params": explainer.get_params()}
-            counter.rows = 0
-            t0 = time.perf_counter()
-            memory = PeakMemory(device)
-            try:
-                with memory:
-                    attribution, reason = _run_method(explainer, prepared, adapter, counter,
-                                                      groups, config, device, bar)
-            except Exception as exc:
-                if config.strict:
-                    if isinstance(exc, XaiError):
-                        raise
-                    raise XaiError(f"explainer '{name}' failed: {type(exc).__name__}: {exc}. "
-                                   "Pass strict=False to record the failure and continue "
-                                   "with the other methods.") from exc
-                _logger.warning("mlflow-xai: explainer %s failed: %s", name, exc)
-                entry.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                             traceback=traceback.format_exc(limit=8))
-                bar.update(n_rows)
-            else:
-                if attribution is None:
-                    entry.update(status="skipped", reason=reason)
-                    bar.update(n_rows)
-                else:
-                    results[name] = attribution
-                    entry.update(status="ok", output_space=attribution.output_space,
-                                 shapley=info.cls.shapley, local=info.cls.local,
-                                 **attribution.info)
-            entry["seconds"] = round(time.perf_counter() - t0, 4)
-            entry["model_evals"] = int(counter.rows)
-            entry["device"] = device
-            entry["batch_rows"] = batch_rows(prepared.X.shape[1], device)
-            entry["peak_memory_mb"] = memory.peak_mb
-            method_summary[name] = entry
+            attribution, summary[name] = _run_explainer(name, params, registry, prepared,
+                                                        adapter, counter, groups, config,
+                                                        device, bar)
+            if attribution is not None:
+                results[name] = attribution
     finally:
         bar.close()
+    return results, summary
 
-    f_x, row_outputs = _explained_outputs(outputs_all, groups)
-    _add_efficiency(results, method_summary, registry, f_x)
-    checks = {}
-    if results:
-        ctx = build_context(registry=registry, methods=methods, results=results, adapter=adapter,
-                            prepared=prepared, counter=counter, config=config, device=device,
-                            row_outputs=row_outputs, f_x=f_x)
-        checks = run_checks(ctx, registry, config, counter)
-    selections, selection_summary = {}, {}
-    if config.selectors:
-        from mlflow_xai.selecting import run_selectors
 
-        if prepared.selection_X is None:
-            raise XaiError("selectors choose among tabular features; this data is "
-                           f"{prepared.facts.get('data_type', 'not tabular')}.")
-        selections, selection_summary = run_selectors(
-            registry=registry, config=config, prepared=prepared, adapter=adapter,
-            counter=counter, device=device,
-            output_index=groups[0][1] if len(groups) == 1 else None)
-    summary = _summary(adapter, prepared, config, device, output_desc, method_summary,
-                       started, probe_rows)
-    if selection_summary:
-        summary["selectors"] = selection_summary
-    summary["checks"] = {n: {k: c.get(k) for k in ("status", "seconds", "model_evals",
-                                                   "reason", "error") if c.get(k) is not None}
-                         for n, c in checks.items()}
-    expl = Explanations.build(prepared=prepared, results=results, output_labels=output_labels,
-                              summary=summary, model=adapter)
-    expl.checks = checks
-    expl.selection = selections
-    if config.policy is not None:
-        from mlflow_xai.governance import evaluate_policy, load_policy
+def _run_explainer(name: str, params: dict[str, Any], registry: Any, prepared: PreparedData,
+                   adapter: ModelAdapter, counter: CountingPredict,
+                   groups: list[tuple[np.ndarray, int | None]], config: XaiConfig, device: str,
+                   bar: Any) -> tuple[Attribution | None, dict[str, Any]]:
+    """One explainer, timed and costed: (its attribution or None, its summary entry)."""
+    n_rows = len(prepared.X)
+    info = registry.get(name, "explainer")
+    explainer = info.cls(**params)
+    bar.set_description(f"mlflow-xai {name}")
+    entry: dict[str, Any] = {"plugin": info.plugin, "package": info.package,
+                             "version": info.version, "params": explainer.get_params()}
+    counter.rows = 0
+    counter.stage = f"explainer '{name}'"  # named in a non-finite output error
+    t0 = time.perf_counter()
+    memory = PeakMemory(device)
+    attribution = None
+    try:
+        with memory:
+            attribution, reason = _run_method(explainer, prepared, adapter, counter, groups,
+                                              config, device, bar)
+    except Exception as exc:
+        if config.strict:
+            if isinstance(exc, XaiError):
+                raise
+            raise XaiError(f"explainer '{name}' failed: {type(exc).__name__}: {exc}. "
+                           "Pass strict=False to record the failure and continue "
+                           "with the other methods.") from exc
+        _logger.warning("mlflow-xai: explainer %s failed: %s", name, exc)
+        entry.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                     traceback=traceback.format_exc(limit=8))
+        bar.update(n_rows)
+    else:
+        if attribution is None:
+            entry.update(status="skipped", reason=reason)
+            bar.update(n_rows)
+        else:
+            entry.update(status="ok", output_space=attribution.output_space,
+                         shapley=info.cls.shapley, local=info.cls.local, **attribution.info)
+    entry["seconds"] = round(time.perf_counter() - t0, 4)
+    entry["model_evals"] = int(counter.rows)
+    entry["device"] = device
+    entry["batch_rows"] = batch_rows(prepared.X.shape[1], device)
+    entry["peak_memory_mb"] = memory.peak_mb
+    return attribution, entry
 
-        expl.governance = evaluate_policy(load_policy(config.policy), expl)
-        summary["governance"] = expl.governance["verdict"]
-    return expl
+
+def _run_checks(results: dict[str, Attribution], methods: dict[str, dict[str, Any]],
+                registry: Any, prepared: PreparedData, adapter: ModelAdapter,
+                counter: CountingPredict, config: XaiConfig, device: str,
+                row_outputs: np.ndarray, f_x: np.ndarray) -> dict[str, dict[str, Any]]:
+    """The checks of the explanations (none when no explainer produced a result)."""
+    if not results:
+        return {}
+    ctx = build_context(registry=registry, methods=methods, results=results, adapter=adapter,
+                        prepared=prepared, counter=counter,
+                        counter_for=lambda other: CountingPredict(other, prepared),
+                        config=config, device=device, row_outputs=row_outputs, f_x=f_x)
+    return run_checks(ctx, registry, config, counter)
+
+
+def _run_selectors(registry: Any, prepared: PreparedData, adapter: ModelAdapter,
+                   counter: CountingPredict, groups: list[tuple[np.ndarray, int | None]],
+                   config: XaiConfig, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The feature selectors, when asked for: (results, summary entries)."""
+    if not config.selectors:
+        return {}, {}
+    from mlflow_xai.selecting import run_selectors
+
+    if prepared.selection_X is None:
+        raise XaiError("selectors choose among tabular features; this data is "
+                       f"{prepared.facts.get('data_type', 'not tabular')}.")
+    return run_selectors(registry=registry, config=config, prepared=prepared, adapter=adapter,
+                         counter=counter, device=device,
+                         output_index=groups[0][1] if len(groups) == 1 else None)
+
+
+def _apply_policy(expl: Explanations, summary: dict[str, Any], config: XaiConfig) -> None:
+    """The governance verdict of ``config.policy``, when one is given."""
+    if config.policy is None:
+        return
+    from mlflow_xai.governance import evaluate_policy, load_policy
+
+    expl.governance = evaluate_policy(load_policy(config.policy), expl)
+    summary["governance"] = expl.governance["verdict"]
 
 
 def _probe(counter: CountingPredict, prepared: PreparedData) -> np.ndarray:
     """Predict every explained row once; a failing model gets a message that says what it got."""
     try:
         out = counter.full(prepared.X)
+    except NonFiniteOutputError as exc:
+        raise ModelPredictError(
+            f"the model returned NaN or infinite predictions for {exc.rows} of {exc.of} rows of "
+            "the data itself; explanations of such outputs are meaningless. Drop those rows, "
+            "or fix the model so that it returns finite outputs.") from exc
     except Exception as exc:
         columns = prepared.feature_names
         shown = columns if len(columns) <= 12 else columns[:12] + ["..."]
@@ -256,10 +377,7 @@ def _probe(counter: CountingPredict, prepared: PreparedData) -> np.ndarray:
     if len(out) != len(prepared.X):
         raise ModelPredictError(f"the model returned {len(out)} predictions for "
                                 f"{len(prepared.X)} rows; it must return one per row.")
-    if not np.all(np.isfinite(out)):
-        raise ModelPredictError("the model returned NaN or infinite predictions for some rows; "
-                                "explanations of such outputs are meaningless.")
-    return out
+    return out  # finite: counter.full refused NaN and inf above
 
 
 def _choose_outputs(outputs: np.ndarray, adapter: ModelAdapter, output: Any
@@ -301,29 +419,14 @@ def _output_index(output: Any, labels: list[Any], k: int) -> int:
 def _run_method(explainer: Any, prepared: PreparedData, adapter: ModelAdapter,
                 counter: CountingPredict, groups: list[tuple[np.ndarray, int | None]],
                 config: XaiConfig, device: str, bar: Any) -> tuple[Attribution | None, str | None]:
+    """Run one explainer on each group of rows (one group per explained output) and merge."""
     parts: list[tuple[np.ndarray, Attribution]] = []
-    labels = list(adapter.classes) if adapter.classes is not None else None
     for rows, output_index in groups:
-        task = ExplainTask(
-            predict=counter.scalar(output_index),
-            X=prepared.X[rows],
-            background=prepared.background,
-            feature_names=prepared.feature_names,
-            model=adapter,
-            output_index=output_index,
-            output_label=labels[output_index] if labels and output_index is not None else None,
-            to_model_input=prepared.encoder.decode,
-            predict_tensor=counter.tensor(output_index),
-            forward_grad=counter.tensor(output_index, grad=True),
-            max_batch_rows=batch_rows(prepared.X.shape[1], device),
+        task = build_task(
+            counter=counter, prepared=prepared, model=adapter, device=device,
+            X=prepared.X[rows], output_index=output_index, seed=config.seed,
             targets=prepared.targets[rows] if prepared.targets is not None else None,
-            seed=config.seed,
-            device=device,
-            data_type=prepared.facts.get("data_type", "tabular"),
-            image_shape=getattr(prepared.encoder, "shape", None),
-            on_rows_done=bar.update,
-            count_model_rows=counter.count,
-        )
+            on_rows_done=bar.update)
         reason = explainer.supports(task)
         if reason:
             return None, reason
@@ -392,12 +495,14 @@ def _versions() -> dict[str, str]:
 
 def _summary(adapter: ModelAdapter, prepared: PreparedData, config: XaiConfig, device: str,
              output_desc: str, methods: dict[str, dict[str, Any]], started: float,
-             probe_rows: int) -> dict[str, Any]:
+             probe_rows: int, *, selectors: dict[str, dict[str, Any]] | None = None,
+             checks: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``summary.json``: status, versions, model, data, and every method's entry."""
     statuses = [m["status"] for m in methods.values()] or ["ok"]
     status = "failed" if "failed" in statuses else "ok"
     if statuses and all(s != "ok" for s in statuses):
         status = "failed" if "failed" in statuses else "skipped"
-    return {
+    summary = {
         "status": status,
         "versions": _versions(),
         "model": adapter.describe(),
@@ -410,3 +515,9 @@ def _summary(adapter: ModelAdapter, prepared: PreparedData, config: XaiConfig, d
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 4),
     }
+    if selectors:
+        summary["selectors"] = selectors
+    summary["checks"] = {n: {k: c.get(k) for k in ("status", "seconds", "model_evals",
+                                                    "reason", "error") if c.get(k) is not None}
+                         for n, c in (checks or {}).items()}
+    return summary

@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlflow_xai.base import ExplainTask, Selection
+from mlflow_xai.base import Selection, build_task
 from mlflow_xai.config import XaiConfig, normalize_methods
 from mlflow_xai.data import PreparedData
-from mlflow_xai.device import batch_rows
 from mlflow_xai.errors import ConfigError, XaiError
 
 _logger = logging.getLogger(__name__)
@@ -102,7 +101,8 @@ def run_selectors(*, registry: Any, config: XaiConfig, prepared: PreparedData, a
         counter.rows = 0
         t0 = time.perf_counter()
         try:
-            task = _task(X, y, prepared, adapter, counter, config, device, output_index)
+            task = build_task(counter=counter, prepared=prepared, model=adapter, device=device,
+                              X=X, targets=y, output_index=output_index, seed=config.seed)
             reason = selector.supports(task)
             if reason is None and "targets" in info.cls.requires and y is None:
                 raise ConfigError(f"selector '{name}' needs targets: pass targets= (labels, one "
@@ -133,25 +133,6 @@ def run_selectors(*, registry: Any, config: XaiConfig, prepared: PreparedData, a
         entry["model_evals"] = int(counter.rows)
         summary[name] = entry
     return results, summary
-
-
-def _task(X: np.ndarray, y: np.ndarray | None, prepared: PreparedData, adapter: Any,
-          counter: Any, config: XaiConfig, device: str, output_index: int | None,
-          seed: int | None = None) -> ExplainTask:
-    labels = list(adapter.classes) if adapter.classes is not None else None
-    categorical = tuple(i for i, c in enumerate(prepared.feature_names)
-                        if c in getattr(prepared.encoder, "categories", {}))
-    return ExplainTask(
-        predict=counter.scalar(output_index), X=X, background=prepared.background,
-        feature_names=prepared.feature_names, model=adapter, output_index=output_index,
-        output_label=labels[output_index] if labels and output_index is not None else None,
-        to_model_input=prepared.encoder.decode, targets=y,
-        seed=config.seed if seed is None else seed, device=device,
-        data_type=prepared.facts.get("data_type", "tabular"),
-        predict_tensor=counter.tensor(output_index),
-        forward_grad=counter.tensor(output_index, grad=True),
-        max_batch_rows=batch_rows(X.shape[1], device), categorical=categorical,
-        predict_full=counter.full, is_classifier=bool(adapter.is_classifier))
 
 
 def _validated(selection: Selection, d: int, name: str) -> Selection:
@@ -190,8 +171,9 @@ def _stability(selector: Any, selection: Selection, X: np.ndarray, y: np.ndarray
     subsets, tops, scores = [], [], []
     for b in range(resamples):
         rows = np.sort(rng.choice(len(X), size=max(2, int(SUBSAMPLE * len(X))), replace=False))
-        task = _task(X[rows], None if y is None else y[rows], prepared, adapter, counter, config,
-                     device, output_index, seed=config.seed + b + 1)
+        task = build_task(counter=counter, prepared=prepared, model=adapter, device=device,
+                          X=X[rows], targets=None if y is None else y[rows],
+                          output_index=output_index, seed=config.seed + b + 1)
         got = selector.select(task)
         subsets.append(set(np.asarray(got.selected).tolist()))
         tops.append(set(np.asarray(got.ranking)[:size].tolist()))

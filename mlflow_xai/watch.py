@@ -46,17 +46,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlflow_xai import tags as tag
 from mlflow_xai.errors import ConfigError, XaiError
+from mlflow_xai.reachability import ServerUnreachable as _Unreachable
+from mlflow_xai.reachability import is_unreachable, short_reason  # noqa: F401 - re-exported
 
 _logger = logging.getLogger("mlflow_xai.watch")
 
-WATCH_TAG = "mlflow_xai.watch"
-OWNER_TAG = "mlflow_xai.watch.owner"
-TIME_TAG = "mlflow_xai.watch.time"
-REASON_TAG = "mlflow_xai.watch.reason"
-ATTEMPT_TAG = "mlflow_xai.watch.attempt"
-SEAL_TAG = "mlflow_xai.watch.seal"
-STATUS_TAG = "mlflow_xai.status"
+WATCH_TAG = tag.WATCH
+OWNER_TAG = tag.WATCH_OWNER
+TIME_TAG = tag.WATCH_TIME
+REASON_TAG = tag.WATCH_REASON
+ATTEMPT_TAG = tag.WATCH_ATTEMPT
+SEAL_TAG = tag.WATCH_SEAL
+STATUS_TAG = tag.STATUS
 TERMINAL = ("done", "failed", "skipped")
 #: A claim experiment's name: one per model and attempt (experiment names are unique).
 CLAIM_PREFIX = "mlflow-xai-claim"
@@ -65,7 +68,7 @@ MAX_ATTEMPTS = 20
 KEY_FILE_ENV = "MLFLOW_XAI_WATCH_KEY_FILE"
 #: Copied from an explained LoggedModel onto the registered version that points at it.
 #: (Labels only: the version's governance verdict is judged from the model's verified record.)
-MIRRORED_TAGS = (STATUS_TAG, "mlflow_xai.run_id", "mlflow_xai.error")
+MIRRORED_TAGS = (STATUS_TAG, tag.RUN_ID, tag.ERROR)
 #: Model version tag values are capped by the server (5000 chars); stay well below.
 MAX_TAG_VALUE = 1000
 #: Keys of the --config YAML that are the watcher's own; every other key is an explain() option.
@@ -77,55 +80,8 @@ FULL_SCAN_EVERY = 60
 CURSOR_SLACK_MS = 120_000
 
 
-class ServerUnreachable(Exception):
+class ServerUnreachable(_Unreachable):
     """The tracking server did not answer; the watcher backs off and tries again."""
-
-
-_UNREACHABLE_MESSAGE = re.compile(
-    r"Max retries exceeded|Connection refused|Failed to establish a new connection|"
-    r"Connection reset|Connection aborted|Read timed out|RemoteDisconnected|"
-    r"too many (502|503|504) error responses|status code (502|503|504)", re.IGNORECASE)
-
-
-def is_unreachable(exc: BaseException) -> bool:
-    """Does ``exc`` (or anything in its cause/context chain) say the server is not answering?
-
-    MLflow wraps connection failures in MlflowException (sometimes twice, with a misleading
-    "may have been deleted" message around it), so the whole chain is inspected.
-    """
-    import requests
-    import urllib3.exceptions
-
-    transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                 requests.exceptions.RetryError, urllib3.exceptions.MaxRetryError,
-                 urllib3.exceptions.NewConnectionError, ConnectionError, TimeoutError,
-                 ServerUnreachable)
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, XaiError):
-            return False  # ours: about the model or the data (a timeout is a TimeoutError too)
-        if isinstance(current, transient):
-            return True
-        if getattr(current, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
-            return True
-        if _UNREACHABLE_MESSAGE.search(str(current)):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def short_reason(exc: BaseException) -> str:
-    """The innermost cause, one line: ``ConnectionRefusedError: [Errno 111] Connection refused``."""
-    seen: set[int] = set()
-    current, innermost = exc, exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        innermost = current
-        current = current.__cause__ or current.__context__
-    text = " ".join(str(innermost).split()) or "no message"
-    return f"{type(innermost).__name__}: {text[:200]}"
 
 
 @dataclass
@@ -526,13 +482,13 @@ class Watcher:
         if state not in TERMINAL:
             return [first]  # claimed by another watcher, or not ready: next poll
         mirrored = {k: model_tags[k][:MAX_TAG_VALUE] for k in MIRRORED_TAGS if k in model_tags}
-        mirrored["mlflow_xai.model_id"] = model_id
+        mirrored[tag.MODEL_ID] = model_id
         detail = f"model {model_id}: {model_tags.get(STATUS_TAG, state)}"
         if self._policy is not None and model.source_run_id:
             # Not copied from the model's tags (its author can write those): judged again from
             # the model's verified record, as the gate would.
             verdict, why = self._verdict_from_record(model.source_run_id, model_id)
-            mirrored["mlflow_xai.governance"] = verdict
+            mirrored[tag.GOVERNANCE] = verdict
             detail += f", governance {verdict}" + (f" ({why})" if why else "")
         target.set_tags(self._state_tags(target, state, extra=mirrored))
         _logger.info("%s model version %s (%s)", state, target.key, detail)
@@ -766,17 +722,22 @@ class Watcher:
         _logger.info("skipped %s %s: %s", target.kind, target.key, detail)
         return Handled(target.kind, target.key, "skipped", time.monotonic() - started, detail)
 
+    def _destination(self, target: _Target) -> Any:
+        from mlflow_xai.recording import Destination
+
+        return Destination(target.run_id, target.model_id, target.registered, source="watch")
+
     def _explain(self, target: _Target) -> tuple[str, str]:
-        """Explain one model into its run; ``(outcome, detail)``."""
+        """Gather one model's inputs and hand them to the recorder; ``(outcome, detail)``."""
         import mlflow
 
-        from mlflow_xai.artifacts import log_explanations, log_failure
         from mlflow_xai.config import XaiConfig
-        from mlflow_xai.pipeline import run
+        from mlflow_xai.recording import explain_and_record, record_failure
 
         if not target.run_id:
             raise XaiError("the model has no source run to attach explanations to (log it "
                            "inside a run, or explain it with `mlflow-xai explain --run-id`).")
+        dest = self._destination(target)
         info = mlflow.models.get_model_info(target.uri)
         data, targets, source = self._data_for(target.run_id, info)
         if data is None:
@@ -786,34 +747,17 @@ class Watcher:
                       "mlflow.log_input(..., context='eval') from the run's artifacts or an "
                       "allowed_sources location, or name reference data in --config "
                       "(data: path).")
-            log_failure(target.run_id, reason, status="skipped", model_id=target.model_id)
+            record_failure(dest, reason, status="skipped")
             target.set_tags(self._state_tags(target, "skipped", extra={
                 STATUS_TAG: "skipped", REASON_TAG: reason[:MAX_TAG_VALUE]}))
             return "skipped", reason
         config = XaiConfig.from_mapping({**self.config.options, "targets": targets},
                                         where="watch config")
-        if self._stop_event is not None:
-            expl = run(target.uri, data, config, cancel=self._stop_event)
-        else:
-            expl = run(target.uri, data, config)
-        expl.summary["data"]["source"] = source
-        expl.model_id = expl.model_id or target.model_id
-        log_explanations(expl, run_id=target.run_id, model_id=target.model_id,
-                         registered=target.registered if target.model_id is None else None,
-                         tags={"mlflow_xai.model_id": target.model_id or "",
-                               "mlflow_xai.source": "watch"})
+        expl = explain_and_record(target.uri, data, config, dest, data_source=source,
+                                  cancel=self._stop_event, raise_errors=True).explanations
         verdict = (expl.governance or {}).get("verdict")
-        if verdict is not None and target.registered:
-            from mlflow_xai.governance import set_governance_tags
-
-            set_governance_tags(verdict, registered_model=target.registered[0],
-                                model_version=target.registered[1])
-        extra = {"mlflow_xai.run_id": target.run_id}
-        if target.model_id is None:  # a version: log_explanations tagged only run and model
-            extra[STATUS_TAG] = expl.summary["status"]
-            if verdict is not None:
-                extra["mlflow_xai.governance"] = verdict
-        target.set_tags(self._state_tags(target, "done", extra=extra))
+        target.set_tags(self._state_tags(target, "done",
+                                         extra={tag.RUN_ID: target.run_id}))
         detail = (f"{', '.join(expl.methods) or 'no methods'}, "
                   f"{expl.summary['data'].get('rows_explained')} rows, "
                   f"status {expl.summary['status']}, data: {source}")
@@ -840,12 +784,12 @@ class Watcher:
         return None, None, source
 
     def _record_failure(self, target: _Target, exc: BaseException, reason: str) -> None:
-        from mlflow_xai.artifacts import log_failure
+        from mlflow_xai.recording import record_failure
 
         if target.run_id:
-            log_failure(target.run_id, exc, model_id=target.model_id)
+            record_failure(self._destination(target), exc)
         target.set_tags(self._state_tags(target, "failed", extra={
-            STATUS_TAG: "failed", "mlflow_xai.error": reason[:MAX_TAG_VALUE]}))
+            STATUS_TAG: "failed", tag.ERROR: reason[:MAX_TAG_VALUE]}))
 
     def _server_answers(self) -> bool:
         """A failure seen while the server was going down must not be blamed on the model."""

@@ -71,8 +71,8 @@ def test_pytorch_log_model_is_explained(experiment, cancer_small):
         run_id=run.info.run_id, artifact_path="xai/attributions/kernel_shap.parquet"))
     with torch.no_grad():
         logits = net(torch.tensor(Xs[table.index.to_numpy()]))[:, 1].numpy()
-    total = table[[c for c in table.columns if not c.startswith("_")]].sum(axis=1)
-    np.testing.assert_allclose(total + table["_base_value"], logits, atol=1e-4)
+    total = table[[c for c in table.columns if not c.startswith("xai.")]].sum(axis=1)
+    np.testing.assert_allclose(total + table["xai.base_value"], logits, atol=1e-4)
 
 
 @pytest.mark.parametrize("flavor", ["xgboost", "lightgbm"])
@@ -119,7 +119,7 @@ def test_pyfunc_model_is_explained(experiment, diabetes):
     background_mean = _summary(run.info.run_id)  # the closed form needs the sampled background
     assert background_mean["model"]["kind"] == "pyfunc"
     features = table[list(X.columns)]
-    np.testing.assert_allclose(features.sum(axis=1) + table["_base_value"],
+    np.testing.assert_allclose(features.sum(axis=1) + table["xai.base_value"],
                                X.loc[table.index].to_numpy() @ weights, atol=1e-8)
 
 

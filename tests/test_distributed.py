@@ -72,7 +72,7 @@ def assert_same_as(expl, frame: pd.DataFrame, ids: np.ndarray) -> None:
     got = frame[[f"kernel_shap/{f}" for f in features]].to_numpy()
     np.testing.assert_allclose(got, expl.attributions["kernel_shap"].to_numpy(),
                                rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(frame["kernel_shap/_base_value"].to_numpy(),
+    np.testing.assert_allclose(frame["kernel_shap/xai.base_value"].to_numpy(),
                                expl.base_values["kernel_shap"].to_numpy(), rtol=1e-12)
 
 
@@ -105,12 +105,19 @@ def test_matches_single_process_on_fractional_gpus(ray_cluster, model_uri, cance
     np.testing.assert_allclose(result.importance["kernel_shap"].loc[list(X.columns)],
                                expl.importance["kernel_shap"].loc[list(X.columns)], rtol=1e-9)
 
-    # Logged like any run: the summary, the importance table and metrics.
+    # Logged like any run, through the one recorder: the same documents, metric names and
+    # provenance as a one-process run (the summary bound to the model, digest-tagged).
     client = mlflow.MlflowClient()
     assert result.run_id == run.info.run_id
-    logged = {f.path for f in client.list_artifacts(run.info.run_id, "xai/distributed")}
-    assert {"xai/distributed/summary.json", "xai/distributed/importance.csv",
-            "xai/distributed/importance.json"} <= logged
+    logged = {f.path for f in client.list_artifacts(run.info.run_id, "xai")}
+    assert {"xai/summary.json", "xai/importance.json", "xai/stability.json",
+            "xai/importance.csv"} <= logged
+    tags = client.get_run(run.info.run_id).data.tags
+    assert tags["mlflow_xai.status"] == "ok" and tags["mlflow_xai.source"] == "distributed"
+    summary = mlflow.artifacts.load_dict(f"{client.get_run(run.info.run_id).info.artifact_uri}"
+                                         "/xai/summary.json")
+    assert summary["model"]["run_id"] == run.info.run_id
+    assert set(summary["artifacts"]["sha256"]) >= {"importance.json", "stability.json"}
     metrics = client.get_run(run.info.run_id).data.metrics
     assert metrics["xai/rows_explained"] == len(X)
     top = result.top_features("kernel_shap", 1)[0]

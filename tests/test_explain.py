@@ -223,7 +223,7 @@ def test_output_dir_writes_the_artifact_contract(logreg, cancer_small, tmp_path,
     ranks = sorted(v["rank"] for v in importance["kernel_shap"].values())
     assert ranks == list(range(1, X.shape[1] + 1))
     table = pd.read_parquet(tmp_path / "attributions" / "kernel_shap.parquet")
-    assert list(table.columns) == list(X.columns) + ["_base_value", "_output"]
+    assert list(table.columns) == list(X.columns) + ["xai.base_value", "xai.output"]
     for method in fast_explainers:
         assert (tmp_path / "plots" / f"{method}_bar.png").stat().st_size > 5000
     assert (tmp_path / "plots" / "kernel_shap_beeswarm.png").exists()

@@ -14,7 +14,8 @@ import mlflow_xai
 from mlflow_xai.cli import cli
 from mlflow_xai.errors import ConfigError
 from mlflow_xai.governance import evaluate_policy, load_policy
-from tests.conftest import SKLEARN_REQS, fit_logreg as _fit
+from tests.conftest import SKLEARN_REQS
+from tests.conftest import fit_logreg as _fit
 
 POLICY = """
 rules:

@@ -7,15 +7,15 @@ state (Captum's metrics and scikit-learn's permutation_importance are the models
 
 from __future__ import annotations
 
-from mlflow_xai import hookimpl
+from mlflow_xai.plugin_api import hookimpl
 
 
 @hookimpl
 def xai_register_checks() -> list[type]:
-    from mlflow_xai_checks.agreement import Agreement
-    from mlflow_xai_checks.faithfulness import DeletionInsertion, FaithfulnessCorrelation, Infidelity
-    from mlflow_xai_checks.sanity import ModelRandomization
-    from mlflow_xai_checks.stability import (
+    from .agreement import Agreement
+    from .faithfulness import DeletionInsertion, FaithfulnessCorrelation, Infidelity
+    from .sanity import ModelRandomization
+    from .stability import (
         BootstrapImportance,
         Completeness,
         InputRobustness,

@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import Check, CheckContext, CheckResult
-from mlflow_xai_checks._stats import default_k, spearman
+from mlflow_xai.plugin_api import Check, CheckContext, CheckResult
+
+from ._stats import default_k, spearman
 
 
 def _row_agreement(a: np.ndarray, b: np.ndarray, k: int) -> dict[str, float]:
@@ -33,6 +34,8 @@ class Agreement(Check):
     default: ClassVar[bool] = True
     cost: ClassVar[str] = "no model evaluations"
     defaults: ClassVar[dict[str, Any]] = {"k": None, "min_rank_correlation": 0.5}
+    param_types: ClassVar[dict[str, str]] = {"k": "int > 0 | None",
+                                         "min_rank_correlation": "float in [-1, 1]"}
 
     def run(self, ctx: CheckContext) -> CheckResult:
         params = self.validate_params()

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import Check, CheckContext, CheckResult
+from mlflow_xai.plugin_api import Check, CheckContext, CheckResult
 
 
 def per_feature(ctx: CheckContext, values: np.ndarray) -> np.ndarray | None:
@@ -52,6 +52,8 @@ class DeletionInsertion(Check):
     cost: ClassVar[str] = "2 x (steps + 1) x (methods + n_random) evaluations per row"
     defaults: ClassVar[dict[str, Any]] = {"steps": 20, "n_random": 3, "max_rows": 200,
                                           "min_gain": 0.0}
+    param_types: ClassVar[dict[str, str]] = {"steps": "int >= 1", "n_random": "int >= 1",
+                                         "max_rows": "int >= 1", "min_gain": "float"}
 
     def run(self, ctx: CheckContext) -> CheckResult:
         params = self.validate_params()
@@ -107,6 +109,8 @@ class Infidelity(Check):
     default: ClassVar[bool] = True
     cost: ClassVar[str] = "n_perturbations evaluations per row (shared by all methods)"
     defaults: ClassVar[dict[str, Any]] = {"n_perturbations": 20, "subset_fraction": 0.25}
+    param_types: ClassVar[dict[str, str]] = {"n_perturbations": "int >= 1",
+                                         "subset_fraction": "float in (0, 1]"}
 
     def run(self, ctx: CheckContext) -> CheckResult:
         params = self.validate_params()
@@ -154,6 +158,7 @@ class FaithfulnessCorrelation(Check):
     default: ClassVar[bool] = True
     cost: ClassVar[str] = "n_subsets evaluations per row (shared by all methods)"
     defaults: ClassVar[dict[str, Any]] = {"n_subsets": 30, "subset_fraction": 0.25}
+    param_types: ClassVar[dict[str, str]] = {"n_subsets": "int >= 2", "subset_fraction": "float in (0, 1]"}
 
     def run(self, ctx: CheckContext) -> CheckResult:
         params = self.validate_params()

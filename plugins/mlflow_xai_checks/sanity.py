@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import Check, CheckContext, CheckResult
-from mlflow_xai_checks._stats import spearman
+from mlflow_xai.plugin_api import Check, CheckContext, CheckResult
+
+from ._stats import spearman
 
 
 class ModelRandomization(Check):
@@ -19,20 +20,18 @@ class ModelRandomization(Check):
         "of |attributions| with the original's after each step; explanations must change.")
     cost: ClassVar[str] = "layers x the gradient explainers' cost on max_rows rows"
     defaults: ClassVar[dict[str, Any]] = {"max_rows": 50, "max_correlation": 0.5}
+    param_types: ClassVar[dict[str, str]] = {"max_rows": "int >= 1", "max_correlation": "float in [-1, 1]"}
 
     def supports(self, ctx: CheckContext) -> str | None:
-        module = getattr(ctx.model, "torch_module", None)
-        if module is None:
+        if ctx.torch_module is None:
             return "model randomization needs a torch nn.Module"
         return None
 
     def run(self, ctx: CheckContext) -> CheckResult:
         import torch
 
-        from mlflow_xai.model import resolve_model
-
         params = self.validate_params()
-        module = ctx.model.torch_module
+        module = ctx.torch_module
         layers = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
         if not layers:
             return CheckResult(status="skipped", reason="the module has no parameters")
@@ -47,11 +46,10 @@ class ModelRandomization(Check):
         for layer in reversed(random_layers):
             with torch.no_grad():
                 for p in layer.parameters(recurse=False):
-                    p.copy_(torch.randn(p.shape, generator=generator) * p.std().clamp(min=1e-3))
-            adapter = resolve_model(randomized, device=ctx.model.device)
+                    p.copy_(torch.randn(p.shape, generator=generator) * p.std(unbiased=False).clamp(min=1e-3))
             for method in methods:
                 original = np.abs(ctx.results[method].values[rows])
-                new = np.abs(ctx.explain(method, ctx.X[rows], rows, model=adapter))
+                new = np.abs(ctx.explain(method, ctx.X[rows], rows, model=randomized))
                 cascade[method].append(float(np.mean(
                     [spearman(original[i], new[i]) for i in range(len(rows))])))
         for method, corr in cascade.items():

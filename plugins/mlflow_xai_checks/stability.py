@@ -6,8 +6,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import Check, CheckContext, CheckResult
-from mlflow_xai_checks._stats import default_k, jaccard, kendall, pairwise_mean, spearman, top_k
+from mlflow_xai.plugin_api import Check, CheckContext, CheckResult
+
+from ._stats import default_k, jaccard, kendall, pairwise_mean, spearman, top_k
 
 
 def _rows(ctx: CheckContext, max_rows: int) -> np.ndarray:
@@ -24,6 +25,9 @@ class SeedStability(Check):
     cost: ClassVar[str] = "(n_seeds - 1) x the explainer's cost on max_rows rows"
     defaults: ClassVar[dict[str, Any]] = {"n_seeds": 3, "max_rows": 50, "k": None,
                                           "min_spearman": 0.8}
+    param_types: ClassVar[dict[str, str]] = {"n_seeds": "int >= 2", "max_rows": "int >= 1",
+                                         "k": "int > 0 | None",
+                                         "min_spearman": "float in [-1, 1]"}
 
     def run(self, ctx: CheckContext) -> CheckResult:
         params = self.validate_params()
@@ -64,6 +68,9 @@ class InputRobustness(Check):
     defaults: ClassVar[dict[str, Any]] = {"radius": 0.05, "n_perturbations": 5,
                                           "max_rows": 20, "methods": None,
                                           "max_avg_sensitivity": 0.5}
+    param_types: ClassVar[dict[str, str]] = {"radius": "float > 0", "n_perturbations": "int >= 1",
+                                         "max_rows": "int >= 1", "methods": "list[str] | None",
+                                         "max_avg_sensitivity": "float >= 0"}
 
     def run(self, ctx: CheckContext) -> CheckResult:
         params = self.validate_params()
@@ -108,6 +115,7 @@ class BootstrapImportance(Check):
     default: ClassVar[bool] = True
     cost: ClassVar[str] = "no model evaluations"
     defaults: ClassVar[dict[str, Any]] = {"n_resamples": 200, "level": 0.95}
+    param_types: ClassVar[dict[str, str]] = {"n_resamples": "int >= 1", "level": "float in (0, 1)"}
 
     def run(self, ctx: CheckContext) -> CheckResult:
         params = self.validate_params()
@@ -143,6 +151,7 @@ class Completeness(Check):
     default: ClassVar[bool] = True
     cost: ClassVar[str] = "no model evaluations"
     defaults: ClassVar[dict[str, Any]] = {"tolerance": 1e-6}
+    param_types: ClassVar[dict[str, str]] = {"tolerance": "float >= 0"}
 
     def run(self, ctx: CheckContext) -> CheckResult:
         params = self.validate_params()

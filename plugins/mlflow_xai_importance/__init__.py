@@ -6,9 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai import hookimpl
-from mlflow_xai.base import Attribution, Explainer, ExplainTask
-from mlflow_xai.errors import ConfigError
+from mlflow_xai.plugin_api import Attribution, ConfigError, Explainer, ExplainTask, hookimpl
 
 
 class PermutationImportance(Explainer):
@@ -21,6 +19,8 @@ class PermutationImportance(Explainer):
     #: scoring: 'auto' (loss against targets when given, else output change), 'targets' or
     #: 'output'; n_repeats: shuffles per feature (each costs one model call per explained row).
     defaults: ClassVar[dict[str, Any]] = {"n_repeats": 5, "scoring": "auto"}
+    param_types: ClassVar[dict[str, str]] = {"n_repeats": "int >= 1",
+                                         "scoring": "'auto' | 'targets' | 'output'"}
 
     def explain(self, task: ExplainTask) -> Attribution:
         params = self.validate_params()

@@ -7,7 +7,7 @@ Model-driven: ``permutation`` and ``attribution_rfe`` (any registered black-box 
 
 from __future__ import annotations
 
-from mlflow_xai import hookimpl
+from mlflow_xai.plugin_api import hookimpl
 
 from .distance import DistanceCorrelation
 from .filters import ECFS, InfFS, MutualInfo, OutRank

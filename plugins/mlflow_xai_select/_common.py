@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mlflow_xai.base import ExplainTask
-from mlflow_xai.errors import ConfigError
+from mlflow_xai.plugin_api import ConfigError, ExplainTask
 
 #: Integer targets with at most this many distinct values are treated as classes when the model
 #: does not say whether it is a classifier.

@@ -21,8 +21,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import SUBSET_DEFAULTS, ExplainTask, Selection, Selector, choose_subset
-from mlflow_xai.errors import ConfigError
+from mlflow_xai.plugin_api import (
+    SUBSET_DEFAULTS,
+    ConfigError,
+    ExplainTask,
+    Selection,
+    Selector,
+    choose_subset,
+)
 
 from ._common import check_positive_int, targets_of
 
@@ -37,6 +43,8 @@ class DistanceCorrelation(Selector):
     #: block of pairwise distances; method: 'auto', 'sorted' (class targets) or 'blocked'.
     defaults: ClassVar[dict[str, Any]] = {**SUBSET_DEFAULTS, "max_rows": 5000,
                                           "block_mb": 256, "method": "auto"}
+    param_types: ClassVar[dict[str, str]] = {"max_rows": "int >= 2", "block_mb": "int >= 1",
+                                         "method": "'auto' | 'sorted' | 'blocked'"}
 
     def select(self, task: ExplainTask) -> Selection:
         import torch

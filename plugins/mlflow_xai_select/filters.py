@@ -17,11 +17,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import SUBSET_DEFAULTS, ExplainTask, Selection, Selector, choose_subset
-from mlflow_xai.errors import ConfigError
+from mlflow_xai.plugin_api import (
+    SUBSET_DEFAULTS,
+    ConfigError,
+    ExplainTask,
+    Selection,
+    Selector,
+    choose_subset,
+)
 
-from ._common import (chance_corrected_mi, check_fraction, check_positive_int, relevance,
-                      targets_of, two_cluster_cut)
+from ._common import (
+    chance_corrected_mi,
+    check_fraction,
+    check_positive_int,
+    relevance,
+    targets_of,
+    two_cluster_cut,
+)
 
 
 class MutualInfo(Selector):
@@ -32,6 +44,7 @@ class MutualInfo(Selector):
     )
     #: n_neighbors: neighbours of the kNN estimator (3, scikit-learn's default).
     defaults: ClassVar[dict[str, Any]] = {**SUBSET_DEFAULTS, "n_neighbors": 3}
+    param_types: ClassVar[dict[str, str]] = {"n_neighbors": "int >= 1"}
     stochastic: ClassVar[bool] = True  # scikit-learn adds a little noise to break ties
 
     def select(self, task: ExplainTask) -> Selection:
@@ -59,6 +72,7 @@ class OutRank(Selector):
     #: bins: quantile bins for non-integer numeric columns (and continuous targets);
     #: permutations: target shuffles that estimate the chance MI of each column.
     defaults: ClassVar[dict[str, Any]] = {**SUBSET_DEFAULTS, "bins": 32, "permutations": 5}
+    param_types: ClassVar[dict[str, str]] = {"bins": "int >= 2", "permutations": "int >= 1"}
     stochastic: ClassVar[bool] = True
 
     def select(self, task: ExplainTask) -> Selection:
@@ -88,6 +102,9 @@ class InfFS(Selector):
     #: are given (else each feature's dispersion, as in the 2015 paper); decay: r * rho(A).
     defaults: ClassVar[dict[str, Any]] = {**SUBSET_DEFAULTS, "alpha": 0.5,
                                           "supervised": "auto", "decay": 0.9}
+    param_types: ClassVar[dict[str, str]] = {"alpha": "float in [0, 1]",
+                                         "supervised": "'auto' | True | False",
+                                         "decay": "float in (0, 1)"}
 
     def select(self, task: ExplainTask) -> Selection:
         params = self.validate_params()
@@ -111,6 +128,7 @@ class ECFS(Selector):
     )
     #: alpha: weight of the relevance kernel against the dispersion kernel.
     defaults: ClassVar[dict[str, Any]] = {**SUBSET_DEFAULTS, "alpha": 0.5}
+    param_types: ClassVar[dict[str, str]] = {"alpha": "float in [0, 1]"}
 
     def select(self, task: ExplainTask) -> Selection:
         params = self.validate_params()

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import SUBSET_DEFAULTS, ExplainTask, Selection, Selector, choose_subset
+from mlflow_xai.plugin_api import SUBSET_DEFAULTS, ExplainTask, Selection, Selector, choose_subset
 
 from ._common import check_positive_int, standardized, targets_of
 
@@ -29,6 +29,7 @@ class Lasso(Selector):
     )
     #: n_penalties: grid points of the logistic path; cv: folds choosing the penalty.
     defaults: ClassVar[dict[str, Any]] = {**SUBSET_DEFAULTS, "n_penalties": 20, "cv": 3}
+    param_types: ClassVar[dict[str, str]] = {"n_penalties": "int >= 2", "cv": "int >= 2"}
 
     def select(self, task: ExplainTask) -> Selection:
         params = self.validate_params()

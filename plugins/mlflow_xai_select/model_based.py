@@ -17,11 +17,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import SUBSET_DEFAULTS, ExplainTask, Selection, Selector, choose_subset
-from mlflow_xai.errors import ConfigError
+from mlflow_xai.plugin_api import (
+    SUBSET_DEFAULTS,
+    ConfigError,
+    ExplainTask,
+    Selection,
+    Selector,
+    choose_subset,
+    method_class,
+)
 
-from ._common import (check_fraction, check_positive_int, require_targets, targets_of,
-                      two_cluster_cut)
+from ._common import (
+    check_fraction,
+    check_positive_int,
+    require_targets,
+    targets_of,
+    two_cluster_cut,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -36,7 +48,7 @@ def loss_function(task: ExplainTask, name: str) -> tuple[Callable[[np.ndarray, i
     classifiers, squared error of the explained output otherwise."""
     require_targets(task, name)
     raw = np.asarray(task.targets)
-    classes = getattr(task.model, "classes", None)
+    classes = task.classes
     if task.is_classifier and classes is not None and task.predict_full is not None:
         lookup = {c: i for i, c in enumerate(classes)}
         missing = sorted({str(v) for v in raw.tolist() if v not in lookup})
@@ -79,6 +91,7 @@ class Permutation(Selector):
     stochastic: ClassVar[bool] = True
     #: n_repeats: shuffles per feature (each costs one model call per row).
     defaults: ClassVar[dict[str, Any]] = {**SUBSET_DEFAULTS, "n_repeats": 5}
+    param_types: ClassVar[dict[str, str]] = {"n_repeats": "int >= 1"}
 
     def select(self, task: ExplainTask) -> Selection:
         params = self.validate_params()
@@ -126,6 +139,18 @@ class AttributionRFE(Selector):
         "estimator": None, "step": 0.2, "rows": 100, "background_rows": 20, "holdout": 0.25,
         "tolerance": 0.01,
     }
+    param_types: ClassVar[dict[str, str]] = {
+        "explainer": "str", "explainer_params": "dict | None", "estimator": "any",
+        "step": "float in (0, 1) | int >= 1", "rows": "int >= 1", "background_rows": "int >= 1",
+        "holdout": "float in (0, 1)", "tolerance": "float in [0, 1]",
+    }
+
+    def validate_params(self) -> dict[str, Any]:
+        params = super().validate_params()
+        # The driving explainer and its parameters are checked here too (so at autolog()
+        # time), not after the first refit.
+        _explainer(params["explainer"], params["explainer_params"])
+        return params
 
     def select(self, task: ExplainTask) -> Selection:
         params = self.validate_params()
@@ -199,15 +224,13 @@ class AttributionRFE(Selector):
 
 
 def _explainer(name: Any, explainer_params: Any) -> Any:
-    from mlflow_xai.plugins import get_registry
-
-    info = get_registry().get(str(name), "explainer")
+    cls = method_class(str(name), "explainer")
     if explainer_params is None:
-        explainer_params = {"n_samples": RFE_SAMPLES} if "n_samples" in info.cls.defaults else {}
+        explainer_params = {"n_samples": RFE_SAMPLES} if "n_samples" in cls.defaults else {}
     if not isinstance(explainer_params, dict):
         raise ConfigError(f"attribution_rfe: explainer_params must be a dict, got "
                           f"{type(explainer_params).__name__}.")
-    explainer = info.cls(**explainer_params)
+    explainer = cls(**explainer_params)
     explainer.validate_params()
     return explainer
 
@@ -222,7 +245,7 @@ class _Refit:
         self.template = estimator
         self.mode = "refit"
         if estimator is None:
-            raw = getattr(task.model, "raw", None)
+            raw = task.raw_model
             if hasattr(raw, "fit") and hasattr(raw, "get_params"):
                 self.template = raw
             else:

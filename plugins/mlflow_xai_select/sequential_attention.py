@@ -16,11 +16,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import SUBSET_DEFAULTS, ExplainTask, Selection, Selector, choose_subset
-from mlflow_xai.errors import ConfigError
+from mlflow_xai.plugin_api import (
+    SUBSET_DEFAULTS,
+    ConfigError,
+    ExplainTask,
+    Selection,
+    Selector,
+    choose_subset,
+)
 
 from ._common import check_positive_int, standardized, targets_of
-
 
 #: Learning rate of the attention logits relative to the network's.
 ATTENTION_LR_FACTOR = 10.0
@@ -40,6 +45,10 @@ class SequentialAttention(Selector):
     defaults: ClassVar[dict[str, Any]] = {
         **SUBSET_DEFAULTS, "n_select": None, "epochs_per_step": 5, "hidden": 64,
         "batch_size": 256, "learning_rate": 0.003, "max_rows": 20000,
+    }
+    param_types: ClassVar[dict[str, str]] = {
+        "n_select": "int > 0 | None", "epochs_per_step": "int >= 1", "hidden": "int >= 1",
+        "batch_size": "int >= 1", "learning_rate": "float > 0", "max_rows": "int >= 1",
     }
 
     def select(self, task: ExplainTask) -> Selection:

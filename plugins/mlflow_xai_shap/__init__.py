@@ -3,11 +3,11 @@ live in the batched torch pack, mlflow_xai_torch)."""
 
 from __future__ import annotations
 
-from mlflow_xai import hookimpl
+from mlflow_xai.plugin_api import hookimpl
 
 
 @hookimpl
 def xai_register_explainers() -> list[type]:
-    from mlflow_xai_shap.tree import TreeShap
+    from .tree import TreeShap
 
     return [TreeShap]

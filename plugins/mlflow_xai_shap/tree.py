@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import Attribution, Explainer, ExplainTask
+from mlflow_xai.plugin_api import Attribution, Explainer, ExplainTask
 
 
 class TreeShap(Explainer):
@@ -27,7 +27,7 @@ class TreeShap(Explainer):
 
     def explain_rows(self, task: ExplainTask, X: np.ndarray, params: dict[str, Any]
                      ) -> Attribution:
-        kind = task.model.tree_kind
+        kind = task.tree_kind
         if kind == "xgboost":
             return _xgboost(task, X)
         if kind == "lightgbm":
@@ -38,7 +38,7 @@ class TreeShap(Explainer):
 def _sklearn(task: ExplainTask, X: np.ndarray) -> Attribution:
     import shap
 
-    est = task.model.raw
+    est = task.raw_model
     classifier = task.output_index is not None
     explainer = shap.TreeExplainer(
         est, data=task.background, feature_perturbation="interventional",
@@ -70,7 +70,7 @@ def _signed_class(contribs: np.ndarray, margins: np.ndarray, task: ExplainTask
 def _xgboost(task: ExplainTask, X: np.ndarray) -> Attribution:
     import xgboost
 
-    model = task.model.raw
+    model = task.raw_model
     booster = model.get_booster() if hasattr(model, "get_booster") else model
     matrix = xgboost.DMatrix(task.to_model_input(X))
     contribs = np.asarray(booster.predict(matrix, pred_contribs=True), dtype=float)
@@ -81,7 +81,7 @@ def _xgboost(task: ExplainTask, X: np.ndarray) -> Attribution:
 
 
 def _lightgbm(task: ExplainTask, X: np.ndarray) -> Attribution:
-    model = task.model.raw
+    model = task.raw_model
     booster = model.booster_ if hasattr(model, "booster_") else model
     frame = task.to_model_input(X)
     contribs = np.asarray(booster.predict(frame, pred_contrib=True), dtype=float)

@@ -6,8 +6,7 @@ from math import comb
 
 import numpy as np
 
-from mlflow_xai.base import ExplainTask
-from mlflow_xai.engine import as_tensor
+from mlflow_xai.plugin_api import ExplainTask, as_tensor
 
 
 def kernel_weight(n_features: int, size: int) -> float:

@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import Attribution, Explainer, ExplainTask
-from mlflow_xai.engine import coalition_values
-from mlflow_xai_torch._shapley import tensors
+from mlflow_xai.plugin_api import Attribution, Explainer, ExplainTask, coalition_values
+
+from ._shapley import tensors
 
 MAX_FEATURES = 14
 

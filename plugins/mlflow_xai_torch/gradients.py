@@ -13,9 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import Attribution, Explainer, ExplainTask
-from mlflow_xai.engine import as_tensor
-from mlflow_xai.errors import ConfigError
+from mlflow_xai.plugin_api import Attribution, ConfigError, Explainer, ExplainTask, as_tensor
 
 
 def input_gradients(task: ExplainTask, inputs):
@@ -86,6 +84,7 @@ class IntegratedGradients(_GradientExplainer):
         "quadrature; attributions sum to f(x) - f(baseline) up to quadrature error.")
     #: n_steps: quadrature points (gradient calls per row); baseline: 'mean' or 'zeros'.
     defaults: ClassVar[dict[str, Any]] = {"n_steps": 50, "baseline": "mean"}
+    param_types: ClassVar[dict[str, str]] = {"n_steps": "int >= 1", "baseline": "'mean' | 'zeros'"}
     samples_param: ClassVar[str | None] = "n_steps"
 
     def explain_rows(self, task: ExplainTask, X: np.ndarray, params: dict[str, Any]
@@ -117,6 +116,7 @@ class _NoisyGradients(_GradientExplainer):
     #: n_samples: noisy copies per row (gradient calls per row); noise_level: noise standard
     #: deviation as a fraction of each feature's standard deviation in the background.
     defaults: ClassVar[dict[str, Any]] = {"n_samples": 50, "noise_level": 0.15}
+    param_types: ClassVar[dict[str, str]] = {"n_samples": "int >= 1", "noise_level": "float >= 0"}
     samples_param: ClassVar[str | None] = "n_samples"
 
     def explain(self, task: ExplainTask) -> Attribution:
@@ -173,6 +173,7 @@ class GradientShap(_GradientExplainer):
     stochastic: ClassVar[bool] = True
     #: n_samples: (baseline, alpha) draws per row (gradient calls per row).
     defaults: ClassVar[dict[str, Any]] = {"n_samples": 50}
+    param_types: ClassVar[dict[str, str]] = {"n_samples": "int >= 1"}
     samples_param: ClassVar[str | None] = "n_samples"
 
     def explain(self, task: ExplainTask) -> Attribution:
@@ -207,6 +208,7 @@ class DeepLift(_GradientExplainer):
         "DeepLIFT (rescale rule) through Captum, from a baseline (background mean by "
         "default); needs a module whose nonlinearities are nn.Module layers.")
     defaults: ClassVar[dict[str, Any]] = {"baseline": "mean"}
+    param_types: ClassVar[dict[str, str]] = {"baseline": "'mean' | 'zeros'"}
 
     def supports(self, task: ExplainTask) -> str | None:
         reason = super().supports(task)
@@ -214,7 +216,7 @@ class DeepLift(_GradientExplainer):
             return reason
         import torch
 
-        module = task.model.torch_module if task.model is not None else None
+        module = task.torch_module
         if module is None or isinstance(module, (torch.fx.GraphModule, torch.jit.ScriptModule)):
             return ("deeplift needs an nn.Module built from layers; an exported (pt2) or "
                     "scripted program has no layers to attach the rescale rule to. Log the "
@@ -225,7 +227,7 @@ class DeepLift(_GradientExplainer):
         import torch
         from captum.attr import DeepLift as CaptumDeepLift
 
-        module = task.model.torch_module
+        module = task.torch_module
         shape = (-1, *task.image_shape) if task.image_shape else (-1, task.n_features)
         x = as_tensor(X, task.device).to(torch.float32).reshape(shape)
         base = _baseline(task, params["baseline"]).to(torch.float32).reshape(shape).expand_as(x)

@@ -12,9 +12,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import Attribution, Explainer, ExplainTask
-from mlflow_xai.engine import as_tensor, call_batched
-from mlflow_xai.errors import ConfigError
+from mlflow_xai.plugin_api import (
+    Attribution,
+    ConfigError,
+    Explainer,
+    ExplainTask,
+    as_tensor,
+    call_batched,
+)
 
 
 def _baseline_image(task: ExplainTask, kind: str):
@@ -59,6 +64,9 @@ class Rise(Explainer):
     #: the image size); p_keep: probability that a cell is kept; baseline: 'zeros' or 'mean'.
     defaults: ClassVar[dict[str, Any]] = {"n_samples": 2000, "grid_size": 7, "p_keep": 0.5,
                                           "baseline": "zeros"}
+    param_types: ClassVar[dict[str, str]] = {"n_samples": "int >= 1", "grid_size": "int >= 1",
+                                         "p_keep": "float in (0, 1)",
+                                         "baseline": "'zeros' | 'mean'"}
 
     def explain(self, task: ExplainTask) -> Attribution:
         import torch
@@ -97,6 +105,8 @@ class Sobol(Explainer):
     #: n_samples: QMC designs N (rounded up to a power of two); the cost is N * (cells + 2)
     #: model calls per image. grid_size: cells per side (clamped to the image size).
     defaults: ClassVar[dict[str, Any]] = {"n_samples": 32, "grid_size": 8, "baseline": "zeros"}
+    param_types: ClassVar[dict[str, str]] = {"n_samples": "int >= 1", "grid_size": "int >= 1",
+                                         "baseline": "'zeros' | 'mean'"}
 
     def explain(self, task: ExplainTask) -> Attribution:
         import torch

@@ -16,10 +16,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import Attribution, Explainer, ExplainTask
-from mlflow_xai.engine import coalition_values
-from mlflow_xai.errors import ConfigError
-from mlflow_xai_torch._shapley import kernel_weight, size_mass, tensors
+from mlflow_xai.plugin_api import Attribution, ConfigError, Explainer, ExplainTask, coalition_values
+
+from ._shapley import kernel_weight, size_mass, tensors
 
 
 def coalition_design(n_features: int, n_samples: int, rng: np.random.Generator,
@@ -112,6 +111,7 @@ class KernelShap(Explainer):
     #: n_samples: coalitions per explained row, each costing one model call per background row.
     #: sampling: 'kernel' (proportional to the Shapley kernel) or 'leverage' (Musco & Witter).
     defaults: ClassVar[dict[str, Any]] = {"n_samples": 1024, "sampling": "kernel"}
+    param_types: ClassVar[dict[str, str]] = {"n_samples": "int >= 2", "sampling": "'kernel' | 'leverage'"}
 
     def explain(self, task: ExplainTask) -> Attribution:
         import torch

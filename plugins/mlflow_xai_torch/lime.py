@@ -14,9 +14,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import Attribution, Explainer, ExplainTask
-from mlflow_xai.engine import as_tensor, call_batched
-from mlflow_xai.errors import ConfigError
+from mlflow_xai.plugin_api import (
+    Attribution,
+    ConfigError,
+    Explainer,
+    ExplainTask,
+    as_tensor,
+    call_batched,
+)
 
 
 class Lime(Explainer):
@@ -28,6 +33,8 @@ class Lime(Explainer):
     #: n_samples: perturbations (the first is the explained row itself, as in lime);
     #: kernel_width None means 0.75 * sqrt(M) (lime's default); alpha: ridge penalty.
     defaults: ClassVar[dict[str, Any]] = {"n_samples": 1000, "kernel_width": None, "alpha": 1.0}
+    param_types: ClassVar[dict[str, str]] = {"n_samples": "int >= 2", "kernel_width": "float > 0 | None",
+                                         "alpha": "float >= 0"}
 
     def explain(self, task: ExplainTask) -> Attribution:
         import torch

@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.base import Attribution, Explainer, ExplainTask
-from mlflow_xai.engine import coalition_values
-from mlflow_xai_torch._shapley import tensors
+from mlflow_xai.plugin_api import Attribution, Explainer, ExplainTask, coalition_values
+
+from ._shapley import tensors
 
 
 class PermutationShap(Explainer):
@@ -26,6 +26,7 @@ class PermutationShap(Explainer):
     #: n_samples: model calls per explained row per background row; each permutation costs
     #: M - 1, and at least one antithetic pair is always run.
     defaults: ClassVar[dict[str, Any]] = {"n_samples": 1024}
+    param_types: ClassVar[dict[str, str]] = {"n_samples": "int >= 1"}
 
     def explain(self, task: ExplainTask) -> Attribution:
         import torch

@@ -10,8 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai import hookimpl
-from mlflow_xai.base import Attribution, Explainer, ExplainTask
+from mlflow_xai.plugin_api import Attribution, Explainer, ExplainTask, hookimpl
 
 
 class Occlusion(Explainer):

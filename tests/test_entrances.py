@@ -1,0 +1,121 @@
+"""One model through every entrance: autolog, the evaluator, the CLI, the watch service and the
+distributed driver all record through mlflow_xai.recording, so what lands on the run (artifact
+paths, metric names, tags) is the same up to the entrance's own `mlflow_xai.source` tag."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import SKLEARN_REQS
+
+# What every entrance, the CLI included, can be told: one explainer, default checks.
+OPTIONS = {"explainers": ["kernel_shap"], "max_rows": 40, "background_rows": 20}
+#: Tags whose values differ by entrance or by run (ids, digests); their names must not.
+VARIABLE_TAGS = {"mlflow_xai.source", "mlflow_xai.digest", "mlflow_xai.model_id",
+                 "mlflow_xai.signature"}
+
+
+def _recorded(run_id: str) -> dict:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+
+    def walk(path: str) -> list[str]:
+        out = []
+        for item in client.list_artifacts(run_id, path):
+            out.extend(walk(item.path) if item.is_dir else [item.path])
+        return out
+
+    run = client.get_run(run_id)
+    tags = {k: v for k, v in run.data.tags.items() if k.startswith("mlflow_xai.")}
+    return {"artifacts": sorted(walk("xai")),
+            "metrics": sorted(k for k in run.data.metrics if k.startswith("xai/")),
+            "tags": {k: (v if k not in VARIABLE_TAGS else "*") for k, v in tags.items()},
+            "source": tags.get("mlflow_xai.source")}
+
+
+def _log_plain(X, model, data_path=None):
+    import mlflow
+
+    with mlflow.start_run() as run:
+        if data_path is not None:
+            frame = X.assign(target=0)
+            mlflow.log_input(mlflow.data.from_pandas(frame.drop(columns="target"),
+                                                     source=str(data_path), name="eval"),
+                             context="eval")
+        info = mlflow.sklearn.log_model(model, name="model", input_example=X.head(2),
+                                        pip_requirements=SKLEARN_REQS)
+    return run.info.run_id, info
+
+
+@pytest.mark.slow
+def test_every_entrance_records_the_same_way(experiment, cancer_small, logreg, tmp_path,
+                                             monkeypatch):
+    import mlflow
+
+    import mlflow_xai
+    from mlflow_xai.cli import cli
+    from mlflow_xai.watch import WatchConfig, Watcher
+
+    X, y = cancer_small
+    recorded = {}
+
+    # autolog
+    mlflow_xai.autolog(data=X, **OPTIONS)
+    try:
+        run_id, _ = _log_plain(X, logreg)
+    finally:
+        mlflow_xai.autolog(disable=True)
+    recorded["autolog"] = _recorded(run_id)
+
+    # the evaluator
+    _, info = _log_plain(X, logreg)
+    with mlflow.start_run() as run:
+        mlflow.models.evaluate(info.model_uri, X.assign(label=y.to_numpy()), targets="label",
+                               model_type="classifier", evaluators=["xai"],
+                               evaluator_config={"xai": OPTIONS})
+    recorded["evaluate"] = _recorded(run.info.run_id)
+
+    # the CLI
+    data = tmp_path / "eval.parquet"
+    X.to_parquet(data)
+    with mlflow.start_run() as run:
+        pass
+    result = CliRunner().invoke(cli, ["explain", "--model-uri", info.model_uri, "--data",
+                                      str(data), "--explainer", "kernel_shap", "--max-rows",
+                                      "40", "--background-rows", "20", "--run-id",
+                                      run.info.run_id])
+    assert result.exit_code == 0, result.output
+    recorded["cli"] = _recorded(run.info.run_id)
+
+    # the watch service (in process, on the same store)
+    config = tmp_path / "watch.yaml"
+    config.write_text("explainers: [kernel_shap]\nmax_rows: 40\nbackground_rows: 20\n"
+                      f"allowed_sources: [{tmp_path}]\n")
+    watched_run, watched = _log_plain(X, logreg, data_path=data)
+    previous = mlflow.get_tracking_uri()
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.setenv(name, os.environ.get(name, "7"))
+    try:
+        experiment_name = mlflow.get_experiment(experiment).name
+        watcher = Watcher(previous, experiments=[experiment_name], min_age=0,
+                          config=WatchConfig.load(config))
+        handled = {h.key: h.outcome for h in watcher.poll_once()}
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert handled.get(watched.model_id) == "done", handled
+    recorded["watch"] = _recorded(watched_run)
+
+    sources = {name: entry.pop("source") for name, entry in recorded.items()}
+    assert sources == {"autolog": "autolog", "evaluate": "evaluate", "cli": "cli",
+                       "watch": "watch"}
+    reference = recorded["autolog"]
+    assert "xai/summary.json" in reference["artifacts"]
+    assert "xai/attributions/kernel_shap.parquet" in reference["artifacts"]
+    assert any(m.startswith("xai/kernel_shap/importance/") for m in reference["metrics"])
+    for name, entry in recorded.items():
+        assert entry == reference, f"{name} records differently from autolog"
