@@ -125,12 +125,19 @@ def _require_server(tracking_uri: str | None = None, *, exit_code: int = 2) -> N
         if response.status_code not in (502, 503, 504):
             return  # any other HTTP answer: it is there
         reason = f"a proxy answered {response.status_code} for it: is it running?"
-    parts = urlsplit(uri)
-    if parts.password:  # never print a password given in the URI
-        uri = parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
-                             + (f":{parts.port}" if parts.port else "")).geturl()
-    click.echo(f"error: tracking server {uri} did not answer ({reason})", err=True)
+    click.echo(f"error: tracking server {_safe_uri(uri)} did not answer ({reason})", err=True)
     sys.exit(exit_code)
+
+
+def _safe_uri(uri: str) -> str:
+    """The URI without a password it may hold (``user:***@host``)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(uri))
+    if not parts.password:
+        return str(uri)
+    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
+                          + (f":{parts.port}" if parts.port else "")).geturl()
 
 
 def _debug() -> bool:
@@ -296,19 +303,14 @@ def _unexpected(exc: BaseException, doing: str = "explaining") -> NoReturn:
     --debug the traceback; a tracking server that stopped answering is exit 2."""
     if _debug():
         raise exc
-    current: BaseException | None = exc if doing == "logging" else None
-    seen: set[int] = set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (ConnectionError, TimeoutError)) or type(current).__name__ in (
-                "ConnectionError", "ConnectTimeout", "ReadTimeout", "MaxRetryError",
-                "NewConnectionError"):
-            import mlflow
+    from mlflow_xai.reachability import is_unreachable, short_reason
 
-            click.echo(f"error: tracking server {mlflow.get_tracking_uri()} did not answer "
-                       f"while {doing} ({_short(current, 200)})", err=True)
-            sys.exit(2)
-        current = current.__cause__ or current.__context__
+    if doing == "logging" and is_unreachable(exc):
+        import mlflow
+
+        click.echo(f"error: tracking server {_safe_uri(mlflow.get_tracking_uri())} did not "
+                   f"answer while {doing} ({short_reason(exc)})", err=True)
+        sys.exit(2)
     click.echo(f"error: {doing} failed: {type(exc).__name__}: {_short(exc)} (mlflow-xai "
                "--debug prints the traceback)", err=True)
     sys.exit(1)
