@@ -32,7 +32,7 @@ def _one_line(ctx: click.Context, exc: click.UsageError) -> InputError:
     return InputError(f"{message} See '{ctx.command_path} --help'.")
 
 
-class _Command(click.Command):
+class _OneLineUsage:
     """Usage mistakes (a missing option, a bad value) in one line, as every other input error."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -44,16 +44,12 @@ class _Command(click.Command):
             raise _one_line(ctx, exc) from exc
 
 
-class _Group(click.Group):
-    command_class = _Command
+class _Command(_OneLineUsage, click.Command):
+    pass
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.exceptions.NoArgsIsHelpError:
-            raise
-        except click.UsageError as exc:
-            raise _one_line(ctx, exc) from exc
+
+class _Group(_OneLineUsage, click.Group):
+    command_class = _Command
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         try:
