@@ -213,6 +213,9 @@ def methods(kind: str | None, as_json: bool) -> None:
 @click.option("--targets", default=None, help="Name of the label column in --data, if any.")
 @click.option("--explainer", "explainers", multiple=True,
               help="Explainer to run (repeatable). Default: every one that applies.")
+@click.option("--checks", "checks_spec", default=None, metavar="NAMES|none",
+              help="Checks to run, comma-separated (see `mlflow-xai methods --kind check`), "
+                   "or 'none'. Default: every one that applies.")
 @click.option("--max-rows", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Explain at most this many rows (a seeded sample).")
 @click.option("--background-rows", default=100, show_default=True, type=click.IntRange(min=1),
@@ -228,9 +231,9 @@ def methods(kind: str | None, as_json: bool) -> None:
 @_server_timeout_option("Seconds to wait for the tracking server to answer (when logging, or "
                         "loading a models:/ or runs:/ URI) before giving up with exit code 2.")
 def explain_command(model_uri: str, data_path: str, targets: str | None,
-                    explainers: tuple[str, ...], max_rows: int, background_rows: int, seed: int,
-                    device: str, run_id: str | None, output_dir: str | None,
-                    no_log: bool) -> None:
+                    explainers: tuple[str, ...], checks_spec: str | None, max_rows: int,
+                    background_rows: int, seed: int, device: str, run_id: str | None,
+                    output_dir: str | None, no_log: bool) -> None:
     """Explain a logged model on a data file and log the xai/ artifacts to a run.
 
     The tracking server comes from MLFLOW_TRACKING_URI, as for every MLflow command.
@@ -246,9 +249,12 @@ def explain_command(model_uri: str, data_path: str, targets: str | None,
     from mlflow_xai.errors import XaiError
 
     data = _read_data(data_path, targets)
+    checks = None if checks_spec is None else [] if checks_spec.strip().lower() == "none" else [
+        c.strip() for c in checks_spec.split(",") if c.strip()]
     try:  # option mistakes first: before the model is loaded
-        check_methods(XaiConfig(explainers=list(explainers) or None, max_rows=max_rows,
-                                background_rows=background_rows, seed=seed, device=device))
+        check_methods(XaiConfig(explainers=list(explainers) or None, checks=checks,
+                                max_rows=max_rows, background_rows=background_rows, seed=seed,
+                                device=device))
     except XaiError as exc:
         _input_error(_short(exc))
     if not no_log or model_uri.startswith(("models:/", "runs:/")):
@@ -256,7 +262,7 @@ def explain_command(model_uri: str, data_path: str, targets: str | None,
     try:
         model = _load_model(model_uri, device)
         expl = explain(model, data, targets=targets, explainers=list(explainers) or None,
-                       max_rows=max_rows, background_rows=background_rows, seed=seed,
+                       checks=checks, max_rows=max_rows, background_rows=background_rows, seed=seed,
                        device=device, output_dir=output_dir)
     except click.ClickException:
         raise

@@ -31,7 +31,6 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,8 +46,11 @@ SEP = "/"
 BASE_VALUE = BASE_VALUE_COLUMN
 #: The class label each row was explained for (multi-output models; as text): ``xai.output``.
 OUTPUT_COLUMN = _OUTPUT_COLUMN
-#: Artifact folder of a distributed run, under the run's ``xai/``.
-ARTIFACT_SUBDIR = "xai/distributed"
+#: Partial-sum columns carrying a batch's costs: ``cost:model_evals/<method>``.
+COST_PREFIX = "cost:"
+#: Explained rows copied into the run's ``xai/attributions/*.parquet`` (the whole table stays at
+#: the output path): all of them up to this many, else a seeded sample of this many.
+LOGGED_ROWS = 1000
 #: Fault tolerance is Ray Data's own: its actor pools restart a dead actor and resubmit the
 #: batch it was running (``max_restarts=-1``, ``max_task_retries=-1`` unless overridden).
 RAY_DATA_RETRY_DEFAULTS = {"max_restarts": -1, "max_task_retries": -1}
@@ -213,6 +215,10 @@ class BatchExplainer:
             background=background, max_rows=max(1, len(features)), device=self._device,
             seed=self.seed, output=self.output, progress=False, strict=True,
             model_type=self.model_type)
+        # Per-batch costs, summed (evaluations) and maxed (efficiency gap) on the driver.
+        self.last_costs = {m: {k: e[k] for k in ("model_evals", "efficiency_max_abs_gap")
+                               if k in e}
+                           for m, e in expl.summary["methods"].items() if e.get("status") == "ok"}
         missing = [m for m in self._methods if m not in expl.attributions
                    and expl.summary["methods"].get(m, {}).get("status") == "ok"]
         if missing:  # ran, but gave only a global figure: cannot be combined across batches
@@ -301,7 +307,7 @@ class DistributedExplanations:
         path: the parquet folder with one row per input row (see the module docstring).
         importance: features x methods, mean |attribution| over *all* rows (exact).
         rows: rows explained (equals the input's row count).
-        summary: the dict logged as ``xai/distributed/summary.json``.
+        summary: the dict recorded as ``xai/summary.json``.
         timings: seconds per phase (``prepare``, ``explain_and_write``, ``reduce``, ``log``,
             ``total``).
         background: the reference rows every worker used (pass it to
@@ -380,7 +386,11 @@ class ExplainAndWrite:
         self.row_id = row_id
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return write_part(self.explainer(batch), self.path, self.row_id)
+        partial = write_part(self.explainer(batch), self.path, self.row_id)
+        for method, costs in (getattr(self.explainer, "last_costs", None) or {}).items():
+            for key, value in costs.items():
+                partial[f"{COST_PREFIX}{key}{SEP}{method}"] = [float(value)]
+        return partial
 
 
 def _actor_pool(ray: Any, concurrency: int | tuple[int, int]) -> Any:
@@ -445,7 +455,7 @@ def explain(
         row_id: the row id column. When the data lacks it, rows are numbered 0..n-1 in the
             data's order (a DataFrame's positional order; a Ray Dataset's or parquet's block
             order, read with ``preserve_order`` so it is the same every time).
-        log: log ``xai/distributed/*`` artifacts and metrics to MLflow.
+        log: record the run like a one-process run (see :func:`log_distributed`).
         run_id: the run to log to; default the active run (or a new one).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` — resolved in each actor.
         model_type: ``"classifier"`` or ``"regressor"`` when it cannot be inferred.
@@ -498,6 +508,7 @@ def explain(
 
     t2 = time.perf_counter()
     importance, rows, counts = combine_partials(partials)
+    costs = combine_costs(partials)
     on_disk = written_rows(path)  # parquet footers only: catches a stray file from a retry
     if not rows == on_disk == n_rows:
         raise XaiError(f"the input has {n_rows} rows but {rows} were explained and {on_disk} "
@@ -517,11 +528,12 @@ def explain(
                      "remote_args": remote_args or f"Ray Data defaults "
                                                    f"{RAY_DATA_RETRY_DEFAULTS}",
                      "ray_version": ray.__version__},
-        counts=counts, started=started)
+        counts=counts, costs=costs, started=started)
     if log:
         t3 = time.perf_counter()
-        result.run_id = log_distributed(result, run_id=run_id,
-                                        model_id=model_info.get("model_id"))
+        result.run_id = log_distributed(
+            result, run_id=run_id, model_id=model_info.get("model_id"),
+            data=dataset if isinstance(dataset, pd.DataFrame) else None)
         timings["log"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
     _finish_summary(result)
@@ -831,6 +843,20 @@ def combine_partials(partials: Iterable[dict[str, Any]] | pd.DataFrame
     return importance, rows, counts
 
 
+def combine_costs(partials: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per method: model evaluations summed over batches, the efficiency gap's maximum."""
+    out: dict[str, dict[str, float]] = {}
+    for column in partials.columns:
+        if not str(column).startswith(COST_PREFIX):
+            continue
+        key, _, method = str(column)[len(COST_PREFIX):].partition(SEP)
+        values = partials[column].dropna()
+        if len(values):
+            out.setdefault(method, {})[key] = float(
+                values.max() if key == "efficiency_max_abs_gap" else values.sum())
+    return out
+
+
 def reduce_importance(ds: Any, *, row_id: str = "row_id"
                       ) -> tuple[pd.DataFrame, int, dict[str, int]]:
     """Exact mean |attribution| over every row of a Ray Dataset of explained rows: a map to
@@ -852,8 +878,8 @@ def reduce_frames(frames: Iterator[pd.DataFrame] | Iterable[pd.DataFrame], *,
 def _summary(result: DistributedExplanations, *, model_uri: str, model_info: dict[str, Any],
              methods: dict[str, dict[str, Any]], features: list[str], row_source: str,
              bg_source: str, seed: int, output: Any, device: str,
-             ray_options: dict[str, Any], counts: dict[str, int], started: float
-             ) -> dict[str, Any]:
+             ray_options: dict[str, Any], counts: dict[str, int], started: float,
+             costs: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     from mlflow_xai.pipeline import _versions
 
     return {
@@ -863,7 +889,9 @@ def _summary(result: DistributedExplanations, *, model_uri: str, model_info: dic
                   "flavors": model_info.get("flavors")},
         "status": "ok",
         "methods": {m: {"status": "ok", "params": p, "rows": counts.get(m, 0),
-                        "seconds": round(result.timings.get("explain_and_write", 0.0), 4)}
+                        "seconds": round(result.timings.get("explain_and_write", 0.0), 4),
+                        **{k: (int(v) if k == "model_evals" else v)
+                           for k, v in (costs or {}).get(m, {}).items()}}
                     for m, p in methods.items() if m in result.importance.columns},
         "methods_skipped": sorted(set(methods) - set(result.importance.columns)),
         "data": {"rows_total": result.rows, "rows_explained": result.rows,
@@ -897,54 +925,74 @@ def _finish_summary(result: DistributedExplanations) -> None:
     result.summary["rows_per_second"] = round(result.rows / max(total, 1e-9), 2)
 
 
-def importance_table(importance: pd.DataFrame) -> dict[str, dict[str, dict[str, float | int]]]:
-    """method -> feature -> {importance, rank}, the shape of ``xai/importance.json``."""
-    ranks = importance.rank(ascending=False, method="min")
-    return {m: {str(f): {"importance": float(importance.at[f, m]), "rank": int(ranks.at[f, m])}
-                for f in importance[m].sort_values(ascending=False).index}
-            for m in importance.columns}
-
-
 def log_distributed(result: DistributedExplanations, *, run_id: str | None = None,
-                    model_id: str | None = None) -> str:
-    """Record through :mod:`mlflow_xai.recording`, under the same contract as a one-process
-    run: ``xai/summary.json`` (bound to the model, written last, digest-tagged),
-    ``xai/importance.json``, ``xai/stability.json``, ``xai/plots/<method>_bar.png`` and the
-    same metric names (``xai/rows_explained``, ``xai/<method>/importance/<feature>``, ...), plus
-    ``xai/importance.csv`` and ``xai/distributed/{seconds,rows_per_second}``. The per-row table
-    stays at ``result.path`` (named in the summary and the tag ``mlflow_xai.distributed.path``):
-    the rows never travel back to the driver. Returns the run id."""
+                    model_id: str | None = None, data: pd.DataFrame | None = None,
+                    logged_rows: int = LOGGED_ROWS) -> str:
+    """Record through :func:`mlflow_xai.recording.record`, exactly as a one-process run is
+    recorded: the same files (``summary.json`` bound to the model and written last,
+    ``importance.json`` with the exact importance over all rows, ``stability.json``,
+    ``attributions/<method>.parquet``, plots, ``report.html``), the same metric names and tags.
+    ``attributions/`` holds ``logged_rows`` rows at most (a seeded sample, recorded in the
+    summary); every row stays in the table at ``result.path``. ``data``: the explained frame,
+    for the beeswarm colours (rows without it are drawn in one colour). Returns the run id."""
     import mlflow
 
-    from mlflow_xai import tags as tag
-    from mlflow_xai.artifacts import METRIC_PREFIX, json_text, metrics_from_documents
-    from mlflow_xai.plots import bar_plot
-    from mlflow_xai.recording import Destination, record_folder
+    from mlflow_xai.recording import Destination, record
 
     started_here = False
     if run_id is None and mlflow.active_run() is None:
         run_id, started_here = mlflow.start_run().info.run_id, True
     _finish_summary(result)  # timings so far (the log step itself is not in the file)
-    importance = importance_table(result.importance)
-    metrics = metrics_from_documents(result.summary, importance, {})
-    metrics[f"{METRIC_PREFIX}/distributed/seconds"] = float(result.summary["seconds"])
-    metrics[f"{METRIC_PREFIX}/distributed/rows_per_second"] = float(
-        result.summary.get("rows_per_second", 0.0))
-    dest = Destination(run_id, model_id, source="distributed",
-                       tags={tag.BACKEND: "ray", tag.DISTRIBUTED_PATH: result.path[:5000]})
     try:
-        with tempfile.TemporaryDirectory(prefix="mlflow-xai-distributed-") as tmp:
-            root = Path(tmp)
-            (root / "plots").mkdir()
-            (root / "importance.json").write_text(json_text(importance))
-            (root / "stability.json").write_text(json_text({}))
-            result.importance.to_csv(root / "importance.csv")
-            for method in result.importance.columns:
-                bar_plot(result.importance[method], method,
-                         str(root / "plots" / f"{method}_bar.png"),
-                         subtitle=f"{result.rows} rows")
-            run_id = record_folder(root, result.summary, metrics, dest, methods=result.methods)
+        expl = as_explanations(result, data=data, rows=logged_rows)
+        run_id = record(expl, Destination(run_id, model_id, source="distributed"))
     finally:
         if started_here:
             mlflow.end_run()
     return run_id
+
+
+def as_explanations(result: DistributedExplanations, *, data: pd.DataFrame | None = None,
+                    rows: int = LOGGED_ROWS) -> Any:
+    """The distributed result as :class:`~mlflow_xai.explanations.Explanations`: the exact
+    importance over all rows, and per-row attributions for at most ``rows`` rows (all of them,
+    or a sample drawn with the run's seed)."""
+    import pyarrow.dataset as pads
+
+    from mlflow_xai.explanations import Explanations
+
+    filesystem, root = _filesystem(result.path)
+    table = pads.dataset(root, format="parquet", filesystem=filesystem)
+    ids = table.to_table(columns=[result.row_id]).column(0).to_numpy()
+    seed = int(result.summary.get("seed", 0))
+    sampled = len(ids) > rows
+    keep = np.sort(np.random.default_rng(seed).choice(ids, size=rows, replace=False)) \
+        if sampled else np.sort(ids)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    frame = table.to_table(filter=pc.field(result.row_id).isin(pa.array(keep))).to_pandas()
+    frame = frame.sort_values(result.row_id, kind="stable").set_index(result.row_id)
+    frame.index.name = None
+    features = [str(f) for f in result.summary["data"]["feature_names"]]
+    attributions, base_values = {}, {}
+    for method in result.importance.columns:
+        columns = [column_name(method, f) for f in features]
+        attributions[method] = frame[columns].set_axis(features, axis=1)
+        if column_name(method, BASE_VALUE) in frame.columns:
+            base_values[method] = frame[column_name(method, BASE_VALUE)].rename("base_value")
+    outputs = frame[OUTPUT_COLUMN].rename("output") if OUTPUT_COLUMN in frame.columns else None
+    shown = pd.DataFrame(index=frame.index)
+    if data is not None:
+        source = data.set_index(result.row_id) if result.row_id in data.columns else \
+            data.reset_index(drop=True)
+        shown = source.loc[frame.index, [c for c in features if c in source.columns]]
+    summary = dict(result.summary)
+    summary["data"] = {**summary["data"], "rows_in_artifacts": int(len(frame)),
+                       "rows_in_artifacts_sampled": bool(sampled)}
+    importance = result.importance.copy()
+    importance.index = importance.index.map(str)
+    return Explanations(attributions=attributions, base_values=base_values,
+                        importance=importance.loc[features], summary=summary, data=shown,
+                        outputs=outputs, model_uri=summary["model"].get("uri"),
+                        model_id=summary["model"].get("model_id"))

@@ -71,7 +71,7 @@ def canonical_json(payload: Any) -> bytes:
 
 
 def check_manifest(summary: dict[str, Any], name: str, data: bytes) -> str | None:
-    """``None`` when ``data`` is the file ``name`` that the summary's manifest lists, else why not."""
+    """``None`` when ``data`` is the file ``name`` the summary lists, else why not."""
     listed = ((summary.get("artifacts") or {}).get("sha256") or {})
     if name not in listed:
         return f"xai/{name} is not in the manifest of xai/summary.json"

@@ -17,8 +17,6 @@ GOVERNANCE = f"{PREFIX}.governance"  # passed | failed (written by the gate or a
 RUN_ID = f"{PREFIX}.run_id"  # on a LoggedModel: the run holding its xai/ folder
 MODEL_ID = f"{PREFIX}.model_id"  # on a run / model version: the explained LoggedModel
 SOURCE = f"{PREFIX}.source"  # which entrance recorded it (autolog, evaluate, cli, watch)
-BACKEND = f"{PREFIX}.backend"  # "ray" for the distributed driver
-DISTRIBUTED_PATH = f"{PREFIX}.distributed.path"  # where the distributed per-row table is
 DIGEST = f"{PREFIX}.digest"  # SHA-256 of xai/summary.json (see mlflow_xai.provenance)
 SIGNATURE = f"{PREFIX}.signature"  # HMAC-SHA256(MLFLOW_XAI_SIGNING_KEY, digest)
 

@@ -111,13 +111,18 @@ def test_matches_single_process_on_fractional_gpus(ray_cluster, model_uri, cance
     assert result.run_id == run.info.run_id
     logged = {f.path for f in client.list_artifacts(run.info.run_id, "xai")}
     assert {"xai/summary.json", "xai/importance.json", "xai/stability.json",
-            "xai/importance.csv"} <= logged
+            "xai/report.html"} <= logged
     tags = client.get_run(run.info.run_id).data.tags
     assert tags["mlflow_xai.status"] == "ok" and tags["mlflow_xai.source"] == "distributed"
     summary = mlflow.artifacts.load_dict(f"{client.get_run(run.info.run_id).info.artifact_uri}"
                                          "/xai/summary.json")
     assert summary["model"]["run_id"] == run.info.run_id
     assert set(summary["artifacts"]["sha256"]) >= {"importance.json", "stability.json"}
+    assert summary["methods"]["kernel_shap"]["model_evals"] > 0  # summed over the batches
+    logged_table = pd.read_parquet(mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="xai/attributions/kernel_shap.parquet"))
+    np.testing.assert_allclose(logged_table[list(X.columns)].to_numpy(),
+                               out[columns].to_numpy(), rtol=1e-12)
     metrics = client.get_run(run.info.run_id).data.metrics
     assert metrics["xai/rows_explained"] == len(X)
     top = result.top_features("kernel_shap", 1)[0]

@@ -1,6 +1,7 @@
 """One model through every entrance: autolog, the evaluator, the CLI, the watch service and the
-distributed driver all record through mlflow_xai.recording, so what lands on the run (artifact
-paths, metric names, tags) is the same up to the entrance's own `mlflow_xai.source` tag."""
+distributed (Ray) driver all record through mlflow_xai.recording, so what lands on the run
+(artifact paths, metric names, tags) is the same up to the entrance's own `mlflow_xai.source`
+tag."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from click.testing import CliRunner
 
 from tests.conftest import SKLEARN_REQS
 
-# What every entrance, the CLI included, can be told: one explainer, default checks.
-OPTIONS = {"explainers": ["kernel_shap"], "max_rows": 40, "background_rows": 20}
+# What every entrance can be told, the CLI and the distributed driver included.
+OPTIONS = {"explainers": ["kernel_shap"], "checks": [], "max_rows": 40, "background_rows": 20}
 #: Tags whose values differ by entrance or by run (ids, digests); their names must not.
 VARIABLE_TAGS = {"mlflow_xai.source", "mlflow_xai.digest", "mlflow_xai.model_id",
                  "mlflow_xai.signature"}
@@ -85,7 +86,8 @@ def test_every_entrance_records_the_same_way(experiment, cancer_small, logreg, t
     with mlflow.start_run() as run:
         pass
     result = CliRunner().invoke(cli, ["explain", "--model-uri", info.model_uri, "--data",
-                                      str(data), "--explainer", "kernel_shap", "--max-rows",
+                                      str(data), "--explainer", "kernel_shap", "--checks",
+                                      "none", "--max-rows",
                                       "40", "--background-rows", "20", "--run-id",
                                       run.info.run_id])
     assert result.exit_code == 0, result.output
@@ -93,8 +95,8 @@ def test_every_entrance_records_the_same_way(experiment, cancer_small, logreg, t
 
     # the watch service (in process, on the same store)
     config = tmp_path / "watch.yaml"
-    config.write_text("explainers: [kernel_shap]\nmax_rows: 40\nbackground_rows: 20\n"
-                      f"allowed_sources: [{tmp_path}]\n")
+    config.write_text("explainers: [kernel_shap]\nchecks: []\nmax_rows: 40\n"
+                      f"background_rows: 20\nallowed_sources: [{tmp_path}]\n")
     watched_run, watched = _log_plain(X, logreg, data_path=data)
     previous = mlflow.get_tracking_uri()
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
@@ -110,12 +112,37 @@ def test_every_entrance_records_the_same_way(experiment, cancer_small, logreg, t
     assert handled.get(watched.model_id) == "done", handled
     recorded["watch"] = _recorded(watched_run)
 
+    # the distributed driver (a local Ray cluster) on the same rows
+    recorded["distributed"] = _distributed(info.model_uri, X.head(40))
+
     sources = {name: entry.pop("source") for name, entry in recorded.items()}
     assert sources == {"autolog": "autolog", "evaluate": "evaluate", "cli": "cli",
-                       "watch": "watch"}
+                       "watch": "watch", "distributed": "distributed"}
     reference = recorded["autolog"]
     assert "xai/summary.json" in reference["artifacts"]
     assert "xai/attributions/kernel_shap.parquet" in reference["artifacts"]
     assert any(m.startswith("xai/kernel_shap/importance/") for m in reference["metrics"])
     for name, entry in recorded.items():
         assert entry == reference, f"{name} records differently from autolog"
+
+
+def _distributed(model_uri: str, X) -> dict:
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    import mlflow
+
+    from mlflow_xai import distributed
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="warning",
+                 log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        with mlflow.start_run() as run:
+            distributed.explain(model_uri, X, explainers=["kernel_shap"], background_rows=20,
+                                concurrency=1, batch_size=20)
+    finally:
+        if started_here:
+            ray.shutdown()
+    return _recorded(run.info.run_id)
