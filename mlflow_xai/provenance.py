@@ -63,13 +63,6 @@ def signature_ok(message: str, signature: str | None, key: bytes | None = None) 
     return bool(expected and signature) and hmac.compare_digest(expected, str(signature))
 
 
-def canonical_json(payload: Any) -> bytes:
-    """The exact bytes ``summary.json`` is written with (so its digest can be recomputed)."""
-    from mlflow_xai.artifacts import json_text
-
-    return json_text(payload).encode()
-
-
 def check_manifest(summary: dict[str, Any], name: str, data: bytes) -> str | None:
     """``None`` when ``data`` is the file ``name`` the summary lists, else why not."""
     listed = ((summary.get("artifacts") or {}).get("sha256") or {})

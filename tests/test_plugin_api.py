@@ -298,8 +298,6 @@ def test_import_is_cheap(module):
 DEFERRED_BACK_EDGES = {
     # pipeline.run hands the work to a worker process, whose entry point runs pipeline.run.
     ("mlflow_xai.pipeline", "mlflow_xai.worker"),
-    # provenance reuses artifacts' canonical JSON writer; artifacts signs with provenance.
-    ("mlflow_xai.provenance", "mlflow_xai.artifacts"),
     # Explanations.log() is a convenience that hands the result to the recorder, which runs
     # the pipeline that builds Explanations.
     ("mlflow_xai.explanations", "mlflow_xai.recording"),
