@@ -18,6 +18,7 @@ Anything that cannot be verified is a :class:`GateError` (exit 2): the gate fail
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,10 @@ from mlflow_xai import tags as tag
 from mlflow_xai.errors import ConfigError, XaiError
 from mlflow_xai.governance import Facts, Policy, facts_from_documents
 from mlflow_xai.provenance import check_manifest, load_json, sha256_bytes, signature_ok, signing_key
+
+
+#: What a selector's document may be called (the manifest must not name paths outside xai/).
+_SELECTION_FILE = re.compile(r"^selection/[\w.\-]+\.json$")
 
 
 class GateError(Exception):
@@ -163,6 +168,8 @@ def recorded_facts(target: Target) -> tuple[Facts, dict[str, Any]]:
         selection = {}
         for name in sorted((summary.get("artifacts") or {}).get("sha256") or {}):
             if name.startswith("selection/") and name.endswith(".json"):
+                if not _SELECTION_FILE.match(name):  # the manifest is data: no path tricks
+                    raise GateError(f"xai/summary.json lists an unexpected file {name[:80]!r}.")
                 data = _download(run, name, tmp)
                 if data is None:
                     raise GateError(f"xai/{name} is listed in the summary but missing.")

@@ -292,3 +292,27 @@ def test_an_unexplained_registered_version_cannot_pass(experiment, people, tmp_p
                       _policy(tmp_path, PASSING))
     assert code == 2 and re.search(r"has no xai/summary\.json", out), out
     _no_passed_tag(run_id, info.model_id)
+
+
+def test_a_manifest_naming_paths_outside_xai_is_refused(experiment, people, tmp_path):
+    """The summary's file list is data from the run: it must not steer the gate's downloads."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from mlflow_xai.artifacts import json_text
+    from mlflow_xai.provenance import sha256_bytes
+
+    X, fair, _ = people
+    run_id, info = _log(X, fair, explain=True)
+    client = MlflowClient()
+    root = client.get_run(run_id).info.artifact_uri
+    summary = mlflow.artifacts.load_dict(f"{root}/xai/summary.json")
+    summary["artifacts"]["sha256"]["selection/../../../elsewhere.json"] = "0" * 64
+    (tmp_path / "summary.json").write_text(json_text(summary))
+    client.log_artifact(run_id, str(tmp_path / "summary.json"), "xai")
+    client.set_logged_model_tags(info.model_id, {"mlflow_xai.digest": sha256_bytes(
+        (tmp_path / "summary.json").read_bytes())})
+    code, out = _gate("--model-uri", f"models:/{info.model_id}", "--policy",
+                      _policy(tmp_path, PASSING))
+    assert code == 2 and "unexpected file" in out, out
+    _no_passed_tag(run_id, info.model_id)
