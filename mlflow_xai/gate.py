@@ -29,7 +29,6 @@ from mlflow_xai.errors import ConfigError, XaiError
 from mlflow_xai.governance import Facts, Policy, facts_from_documents
 from mlflow_xai.provenance import check_manifest, load_json, sha256_bytes, signature_ok, signing_key
 
-
 #: What a selector's document may be called (the manifest must not name paths outside xai/).
 _SELECTION_FILE = re.compile(r"^selection/[\w.\-]+\.json$")
 
