@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
+
+from mlflow_xai.reachability import health_problem, safe_uri
 
 #: Seconds a command waits for the tracking server to answer (--timeout) by default.
 DEFAULT_SERVER_TIMEOUT = 10.0
@@ -96,44 +97,17 @@ def _require_server(tracking_uri: str | None = None, *, exit_code: int = 2) -> N
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, math.ceil(timeout))))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    import requests
-
-    verify: Any = True  # MLflow's own TLS settings
-    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
-        verify = False
-    elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
-        verify = os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"]
-    try:
-        response = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout, verify=verify,
-                                cert=os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH") or None,
-                                allow_redirects=False)
-    except requests.exceptions.SSLError:
-        return  # it answered; MLflow reports the certificate trouble itself
-    except requests.exceptions.Timeout:
-        reason = f"no answer within {timeout:g}s; give a slow server longer with --timeout"
-    except requests.exceptions.ConnectionError as exc:
-        found = re.search(r"\[Errno -?\d+\] ([^'\"()\[\]]+)", str(exc))
-        reason = (f"{found.group(1).strip() if found else type(exc).__name__}: is it "
-                  "running, and is the URI right?")
-    except requests.exceptions.RequestException:
-        return  # a malformed URI: MLflow says what is wrong with it
+    problem = health_problem(uri, timeout)
+    if problem is None:
+        return
+    if problem.startswith("no answer"):
+        reason = f"{problem}; give a slow server longer with --timeout"
+    elif problem.startswith("a proxy"):
+        reason = f"{problem}: is it running?"
     else:
-        if response.status_code not in (502, 503, 504):
-            return  # any other HTTP answer: it is there
-        reason = f"a proxy answered {response.status_code} for it: is it running?"
-    click.echo(f"error: tracking server {_safe_uri(uri)} did not answer ({reason})", err=True)
+        reason = f"{problem}: is it running, and is the URI right?"
+    click.echo(f"error: tracking server {safe_uri(uri)} did not answer ({reason})", err=True)
     sys.exit(exit_code)
-
-
-def _safe_uri(uri: str) -> str:
-    """The URI without a password it may hold (``user:***@host``)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(str(uri))
-    if not parts.password:
-        return str(uri)
-    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
-                          + (f":{parts.port}" if parts.port else "")).geturl()
 
 
 def _debug() -> bool:
@@ -310,7 +284,7 @@ def _unexpected(exc: BaseException, doing: str = "explaining") -> NoReturn:
     if doing == "logging" and is_unreachable(exc):
         import mlflow
 
-        click.echo(f"error: tracking server {_safe_uri(mlflow.get_tracking_uri())} did not "
+        click.echo(f"error: tracking server {safe_uri(mlflow.get_tracking_uri())} did not "
                    f"answer while {doing} ({short_reason(exc)})", err=True)
         sys.exit(2)
     click.echo(f"error: {doing} failed: {type(exc).__name__}: {_short(exc)} (mlflow-xai "

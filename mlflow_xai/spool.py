@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_xai.errors import ExplainCancelled, RecordingError
-from mlflow_xai.reachability import is_unreachable
+from mlflow_xai.reachability import health_problem, is_unreachable, safe_uri
 
 _logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Item:
         what = f"{self.kind} for run {m.get('run_id')}"
         if m.get("model_id"):
             what += f" (model {m['model_id']})"
-        return f"{self.path}: {what} on {_safe_uri(self.tracking_uri)}: {self.reason or 'pending'}"
+        return f"{self.path}: {what} on {safe_uri(self.tracking_uri)}: {self.reason or 'pending'}"
 
 
 class SpoolNotEmpty(RecordingError):
@@ -135,38 +135,21 @@ def probe(uri: str | None = None, timeout: float | None = None) -> str | None:
     changed. Any HTTP answer but 502/503/504 counts. Other stores (sqlite, file, databricks,
     ...) are not probed.
     """
-    import requests
 
     if uri is None:
         import mlflow
 
         uri = mlflow.get_tracking_uri()
     uri = str(uri)
-    if not uri.lower().startswith(("http://", "https://")):
-        return None
     if timeout is None:
         try:
             timeout = float(os.environ.get(PROBE_TIMEOUT_ENV, DEFAULT_PROBE_TIMEOUT))
         except ValueError:
             timeout = DEFAULT_PROBE_TIMEOUT
-    verify: Any = True
-    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
-        verify = False
-    elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
-        verify = os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"]
-    cert = os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH") or None
-    try:
-        response = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout, verify=verify,
-                                cert=cert, allow_redirects=False)
-    except requests.exceptions.SSLError:
-        return None  # it answered; MLflow reports the certificate trouble itself
-    except requests.exceptions.RequestException as exc:
-        return (f"the tracking server {_safe_uri(uri)} did not answer within {timeout:g} s "
-                f"({type(exc).__name__})")
-    if response.status_code in (502, 503, 504):
-        return (f"the tracking server {_safe_uri(uri)} answered {response.status_code} on "
-                "/health")
-    return None
+    problem = health_problem(uri, timeout)
+    if problem is None:
+        return None
+    return f"the tracking server {safe_uri(uri)} did not answer ({problem})"
 
 
 # --------------------------------------------------------------------------- spooling context
@@ -398,7 +381,7 @@ def flush(tracking_uri: str | None = None, *, replay: Callable[[Item], None],
             result.remaining.append(item)
             continue
         if not _same_uri(mlflow.get_tracking_uri(), item.tracking_uri):
-            item.reason = f"the current tracking URI is {_safe_uri(mlflow.get_tracking_uri())}"
+            item.reason = f"the current tracking URI is {safe_uri(mlflow.get_tracking_uri())}"
             result.remaining.append(item)
             continue
         if item.kind == JOB and unsafe:
@@ -531,21 +514,6 @@ def _unsafe_folder(root: Path) -> str | None:
 
 def _same_uri(a: str | None, b: str | None) -> bool:
     return str(a or "").rstrip("/") == str(b or "").rstrip("/")
-
-
-def _safe_uri(uri: str) -> str:
-    """Never print a password given in the URI."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(uri)
-        if parts.password:
-            netloc = f"{parts.username}:***@{parts.hostname}" + (
-                f":{parts.port}" if parts.port else "")
-            return parts._replace(netloc=netloc).geturl()
-    except ValueError:
-        pass
-    return uri
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
