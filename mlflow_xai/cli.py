@@ -433,13 +433,13 @@ def _check_version_is_target(name: str, version: str, target: Any) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from mlflow_xai.gate import GateError, _model_id_from_source
+    from mlflow_xai.gate import GateError, model_id_of_version
 
     try:
         mv = MlflowClient().get_model_version(name, version)
     except MlflowException as exc:
         raise GateError(f"model version {name}/{version} was not found: {exc.message}") from exc
-    points_at = getattr(mv, "model_id", None) or _model_id_from_source(mv.source)
+    points_at = model_id_of_version(mv)
     same = points_at == target.model_id if target.model_id else mv.run_id == target.run_id
     if not same:
         raise GateError(f"model version {name}/{version} is model {points_at or mv.run_id}, "

@@ -29,6 +29,7 @@ from mlflow_xai.errors import ConfigError, XaiError
 from mlflow_xai.governance import Facts, Policy, facts_from_documents
 from mlflow_xai.provenance import check_manifest, load_json, sha256_bytes, signature_ok, signing_key
 
+_MODEL_SOURCE = re.compile(r"^models:/(m-[0-9a-f]+)/?$")
 #: What a selector's document may be called (the manifest must not name paths outside xai/).
 _SELECTION_FILE = re.compile(r"^selection/[\w.\-]+\.json$")
 
@@ -85,7 +86,7 @@ def resolve_target(run_id: str | None, model_uri: str | None) -> Target:
         if "/" in path:
             name, version = path.split("/", 1)
             mv = client.get_model_version(name, version)
-            model_id = getattr(mv, "model_id", None) or _model_id_from_source(mv.source)
+            model_id = model_id_of_version(mv)
             run = _run_of_model(client, model_id) if model_id else mv.run_id
             if not run:
                 raise GateError(f"model version {name}/{version} has no source run holding "
@@ -112,10 +113,13 @@ def _run_of_model(client: Any, model_id: str) -> str:
     return run_id
 
 
-def _model_id_from_source(source: str | None) -> str | None:
-    import re
-
-    match = re.match(r"^models:/(m-[0-9a-f]+)/?$", str(source or ""))
+def model_id_of_version(mv: Any) -> str | None:
+    """The LoggedModel a registered version points at. Over REST ``ModelVersion.model_id``
+    comes back empty (MLflow 3.17); the version's ``source`` (``models:/m-...``) names it."""
+    model_id = getattr(mv, "model_id", None)
+    if model_id:
+        return model_id
+    match = _MODEL_SOURCE.match(str(getattr(mv, "source", None) or ""))
     return match.group(1) if match else None
 
 

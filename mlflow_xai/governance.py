@@ -189,9 +189,8 @@ def _explain_validation(exc: ValidationError, raw: dict[str, Any]) -> str:
             "int", "float", "constrained-int", "constrained-float", "str"))
         kind, message = error["type"], error["msg"]
         if kind == "extra_forbidden":
-            owner = "rule" if where != "policy" and "." not in path else path.rsplit(".", 1)[0] \
-                if "." in path else "policy"
-            key = path.rsplit(".", 1)[-1]
+            owner, _, key = path.rpartition(".")
+            owner = owner or ("policy" if where == "policy" else "rule")
             valid = _FIELDS.get(owner, _FIELDS["rule"])
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -262,12 +261,10 @@ def _unknown_figure(figure: str, registry: Any) -> str | None:
             return None
         return (f"'{figure}': an explainer's figures are {', '.join(METHOD_FIGURES[:3])} and "
                 f"importance/<feature>.")
-    candidates = list(RUN_FIGURES) + [f"{c}/..." for c in checks] + [f"{e}/..." for e in
-                                                                    explainers]
     hint = _did_you_mean(parts[0], list(RUN_FIGURES) + checks + explainers)
     return (f"no check or method produces '{figure}'.{hint} A figure starts with a check "
             f"({', '.join(sorted(checks))}), an explainer, 'selection/' or is one of "
-            f"{', '.join(RUN_FIGURES)}." if candidates else f"unknown figure '{figure}'.")
+            f"{', '.join(RUN_FIGURES)}.")
 
 
 def _strip_prefix(figure: str) -> str:

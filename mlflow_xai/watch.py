@@ -73,7 +73,6 @@ MIRRORED_TAGS = (STATUS_TAG, tag.RUN_ID, tag.ERROR)
 MAX_TAG_VALUE = 1000
 #: Keys of the --config YAML that are the watcher's own; every other key is an explain() option.
 OWN_CONFIG_KEYS = frozenset({"data", "allowed_sources"})
-_MODEL_ID_SOURCE = re.compile(r"^models:/(m-[0-9a-f]+)/?$")
 #: Between full listings, only models created after the oldest unfinished one are listed.
 FULL_SCAN_EVERY = 60
 #: Slack on that cursor for server replicas whose clocks disagree (milliseconds).
@@ -553,17 +552,12 @@ class Watcher:
         return time.time() - created >= self.min_age
 
     def _logged_model_of(self, mv: Any) -> Any:
-        """The LoggedModel a version was registered from, if any.
-
-        Over REST ``ModelVersion.model_id`` comes back empty (MLflow 3.17); the version's
-        ``source`` (``models:/m-...``) names the model.
-        """
+        """The LoggedModel a version was registered from, if any."""
         from mlflow.exceptions import MlflowException
 
-        model_id = getattr(mv, "model_id", None)
-        if not model_id:
-            match = _MODEL_ID_SOURCE.match(str(mv.source or ""))
-            model_id = match.group(1) if match else None
+        from mlflow_xai.gate import model_id_of_version
+
+        model_id = model_id_of_version(mv)
         if not model_id:
             return None
         try:

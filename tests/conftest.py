@@ -161,6 +161,19 @@ def train_torch_mlp(X: np.ndarray, y: np.ndarray, *, outputs: int = 2, epochs: i
     return net
 
 
+def xai_artifacts(run_id: str, path: str = "xai") -> set[str]:
+    """Every artifact path under ``path`` of a run (recursively), on the current store."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+
+    def walk(folder: str):
+        for item in client.list_artifacts(run_id, folder):
+            yield from walk(item.path) if item.is_dir else [item.path]
+
+    return set(walk(path))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

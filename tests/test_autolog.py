@@ -10,19 +10,7 @@ import pandas as pd
 import pytest
 
 import mlflow_xai
-from tests.conftest import FAST, SKLEARN_REQS, train_torch_mlp
-
-
-def _artifacts(run_id: str) -> set[str]:
-    import mlflow
-
-    client = mlflow.MlflowClient()
-
-    def walk(path):
-        for item in client.list_artifacts(run_id, path):
-            yield from walk(item.path) if item.is_dir else [item.path]
-
-    return set(walk("xai"))
+from tests.conftest import FAST, SKLEARN_REQS, train_torch_mlp, xai_artifacts
 
 
 def _summary(run_id: str) -> dict:
@@ -40,7 +28,7 @@ def test_sklearn_log_model_is_explained(experiment, logreg, cancer_small):
     with mlflow.start_run() as run:
         info = mlflow.sklearn.log_model(logreg, name="model", input_example=X.head(2),
                                         pip_requirements=SKLEARN_REQS)
-    paths = _artifacts(run.info.run_id)
+    paths = xai_artifacts(run.info.run_id)
     assert {"xai/summary.json", "xai/importance.json", "xai/attributions/kernel_shap.parquet",
             "xai/plots/kernel_shap_bar.png", "xai/plots/kernel_shap_beeswarm.png",
             "xai/plots/permutation_importance_bar.png"} <= paths
@@ -193,10 +181,10 @@ def test_asynchronous_returns_first_and_wait_blocks(experiment, logreg, cancer_s
         mlflow.sklearn.log_model(logreg, name="model", input_example=X.head(2),
                                  pip_requirements=SKLEARN_REQS)
         started = time.perf_counter()
-        pending = not any(p.endswith("summary.json") for p in _artifacts(run.info.run_id))
+        pending = not any(p.endswith("summary.json") for p in xai_artifacts(run.info.run_id))
     mlflow_xai.wait(timeout=300)
     assert pending, "log_model waited for the explanation although asynchronous=True"
-    assert "xai/summary.json" in _artifacts(run.info.run_id)
+    assert "xai/summary.json" in xai_artifacts(run.info.run_id)
     assert time.perf_counter() - started >= 0
 
 

@@ -10,7 +10,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import SKLEARN_REQS
+from tests.conftest import SKLEARN_REQS, xai_artifacts
 
 # What every entrance can be told, the CLI and the distributed driver included.
 OPTIONS = {"explainers": ["kernel_shap"], "checks": [], "max_rows": 40, "background_rows": 20}
@@ -22,17 +22,9 @@ VARIABLE_TAGS = {"mlflow_xai.source", "mlflow_xai.digest", "mlflow_xai.model_id"
 def _recorded(run_id: str) -> dict:
     from mlflow import MlflowClient
 
-    client = MlflowClient()
-
-    def walk(path: str) -> list[str]:
-        out = []
-        for item in client.list_artifacts(run_id, path):
-            out.extend(walk(item.path) if item.is_dir else [item.path])
-        return out
-
-    run = client.get_run(run_id)
+    run = MlflowClient().get_run(run_id)
     tags = {k: v for k, v in run.data.tags.items() if k.startswith("mlflow_xai.")}
-    return {"artifacts": sorted(walk("xai")),
+    return {"artifacts": sorted(xai_artifacts(run_id)),
             "metrics": sorted(k for k in run.data.metrics if k.startswith("xai/")),
             "tags": {k: (v if k not in VARIABLE_TAGS else "*") for k, v in tags.items()},
             "source": tags.get("mlflow_xai.source")}

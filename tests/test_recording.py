@@ -7,22 +7,9 @@ import pytest
 
 from mlflow_xai.config import XaiConfig
 from mlflow_xai.recording import Destination, RecordingError, explain_and_record
+from tests.conftest import xai_artifacts
 
 OPTIONS = {"explainers": ["exact_shap"], "checks": [], "max_rows": 20, "strict": False}
-
-
-def _artifacts(run_id: str) -> set[str]:
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-
-    def walk(path: str) -> list[str]:
-        out = []
-        for item in client.list_artifacts(run_id, path):
-            out.extend(walk(item.path) if item.is_dir else [item.path])
-        return out
-
-    return set(walk("xai"))
 
 
 def test_a_failure_between_artifacts_and_status_leaves_failed(experiment, cancer_small, logreg,
@@ -47,7 +34,7 @@ def test_a_failure_between_artifacts_and_status_leaves_failed(experiment, cancer
     tags = MlflowClient().get_run(run.info.run_id).data.tags
     assert tags["mlflow_xai.status"] == "failed"
     assert "recording the explanation failed part-way" in tags["mlflow_xai.error"]
-    artifacts = _artifacts(run.info.run_id)
+    artifacts = xai_artifacts(run.info.run_id)
     assert "xai/error.txt" in artifacts
     assert "xai/summary.json" not in artifacts  # uploaded only after everything it lists
     assert "mlflow_xai.digest" not in tags
@@ -64,7 +51,7 @@ def test_names_the_server_would_refuse_are_caught_before_any_upload(experiment, 
         with pytest.raises(RecordingError, match="would be refused by MLflow"):
             explain_and_record(logreg, X, XaiConfig.from_mapping({**OPTIONS, "strict": True}),
                                dest)
-    assert _artifacts(run.info.run_id) == set()  # nothing half-written
+    assert xai_artifacts(run.info.run_id) == set()  # nothing half-written
     assert "mlflow_xai.status" not in MlflowClient().get_run(run.info.run_id).data.tags
 
     with mlflow.start_run() as run:
@@ -73,7 +60,7 @@ def test_names_the_server_would_refuse_are_caught_before_any_upload(experiment, 
     assert outcome.status == "failed"
     tags = MlflowClient().get_run(run.info.run_id).data.tags
     assert tags["mlflow_xai.status"] == "failed" and "refused" in tags["mlflow_xai.error"]
-    assert _artifacts(run.info.run_id) == {"xai/error.txt"}
+    assert xai_artifacts(run.info.run_id) == {"xai/error.txt"}
 
 
 def test_evaluate_never_fails_because_of_xai_unless_named(experiment, cancer_small, logreg):

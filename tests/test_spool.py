@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 import mlflow_xai
-from tests.conftest import _free_port
+from tests.conftest import _free_port, xai_artifacts
 from tests.test_watch import MlflowServer
 
 pytestmark = pytest.mark.timeout(600)
@@ -112,16 +112,20 @@ def _until(predicate, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def _artifacts(run_id: str) -> set[str]:
-    import mlflow
+def _wait_with_the_server_down(server, hold, what: str):
+    """Stop the server, release the held model call, and time wait(): it must raise
+    SpoolNotEmpty within 30 s instead of sitting out MLflow's retries."""
+    from mlflow_xai import spool
 
-    client = mlflow.MlflowClient()
-
-    def walk(path):
-        for item in client.list_artifacts(run_id, path):
-            yield from walk(item.path) if item.is_dir else [item.path]
-
-    return set(walk("xai"))
+    server.stop()
+    hold.unlink()
+    started = time.perf_counter()
+    with pytest.raises(spool.SpoolNotEmpty) as caught:
+        mlflow_xai.wait(timeout=300)
+    took = time.perf_counter() - started
+    print(f"\nwait() with the tracking server down{what}: {took:.1f} s")
+    assert took < 30
+    return caught
 
 
 def _assert_recorded(run_id: str, model_id: str) -> None:
@@ -132,7 +136,7 @@ def _assert_recorded(run_id: str, model_id: str) -> None:
     assert run.data.tags.get("mlflow_xai.status") == "ok", run.data.tags
     assert run.data.tags.get("mlflow_xai.source") == "autolog"
     assert any(k.startswith("xai/") for k in run.data.metrics), run.data.metrics
-    paths = _artifacts(run_id)
+    paths = xai_artifacts(run_id)
     assert "xai/summary.json" in paths and "xai/error.txt" not in paths
     summary = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/xai/summary.json"))
     assert summary["model"]["model_id"] == model_id and summary["model"]["run_id"] == run_id
@@ -145,7 +149,6 @@ def _spool_entries(root: Path) -> list[str]:
 
 def test_server_down_wait_returns_fast_and_flush_uploads(on_server, spool_root, tmp_path,
                                                          caplog):
-    from mlflow_xai import spool
     from mlflow_xai.cli import cli
     from mlflow_xai.recording import RecordingError
 
@@ -156,14 +159,7 @@ def test_server_down_wait_returns_fast_and_flush_uploads(on_server, spool_root, 
     mlflow_xai.autolog(data=X, asynchronous=True, **OPTIONS)
     run_id, info = _log_model(_gated_model(hold, reached), experiment, X)
     _until(reached.exists, 120, "the worker to call predict")  # the model is loaded
-    server.stop()
-    hold.unlink()
-    started = time.perf_counter()
-    with pytest.raises(spool.SpoolNotEmpty) as caught:
-        mlflow_xai.wait(timeout=300)
-    took = time.perf_counter() - started
-    print(f"\nwait() with the tracking server down: {took:.1f} s")
-    assert took < 30
+    caught = _wait_with_the_server_down(server, hold, "")
     assert isinstance(caught.value, RecordingError)
     [item] = caught.value.items
     assert item.kind == "upload" and item.manifest["run_id"] == run_id
@@ -194,7 +190,6 @@ def test_server_down_wait_returns_fast_and_flush_uploads(on_server, spool_root, 
 
 
 def test_job_spooled_before_computing_is_explained_later(on_server, spool_root, tmp_path):
-    from mlflow_xai import spool
 
     server, experiment = on_server
     X = _frame()
@@ -205,14 +200,7 @@ def test_job_spooled_before_computing_is_explained_later(on_server, spool_root, 
     _until(reached.exists, 120, "the first job to call predict")
     # The second job waits behind the first; it starts once the server is gone.
     run_b, info_b = _log_model(_gated_model(tmp_path / "never", tmp_path / "b"), experiment, X)
-    server.stop()
-    hold.unlink()
-    started = time.perf_counter()
-    with pytest.raises(spool.SpoolNotEmpty) as caught:
-        mlflow_xai.wait(timeout=300)
-    took = time.perf_counter() - started
-    print(f"\nwait() with the tracking server down, two jobs: {took:.1f} s")
-    assert took < 30
+    caught = _wait_with_the_server_down(server, hold, ", two jobs")
     kinds = {i.manifest["run_id"]: i.kind for i in caught.value.items}
     assert kinds == {run_a: "upload", run_b: "job"}
     job = next(i for i in caught.value.items if i.kind == "job")
