@@ -41,6 +41,13 @@ class NonFiniteOutputError(ModelPredictError):
 def non_finite_rows(out: Any) -> int:
     """Rows of a model output ``(m,)`` / ``(m, k, ...)`` with any NaN or infinite value."""
     out = np.asarray(out)
+    if out.dtype.kind in "biu":
+        return 0  # integers and booleans are always finite
+    # Every model call passes here: one sum is a fast screen (it is non-finite when any value
+    # is, or on overflow); the exact per-row count runs only when the screen fails.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(out.sum()):
+            return 0
     if out.ndim == 0 or len(out) == 0:
         return 0 if out.ndim else int(not np.isfinite(out))
     return int((~np.isfinite(out)).reshape(len(out), -1).any(axis=1).sum())
