@@ -182,6 +182,9 @@ class Attribution:
     outputs: np.ndarray | None = None
     output_space: str = "model output"
     info: dict[str, Any] = field(default_factory=dict)
+    #: ``(n_rows, n_features)`` standard error of each value, for sampled estimators (None for
+    #: exact methods): from the estimator's own samples (paired samples or the regression).
+    standard_errors: np.ndarray | None = None
 
     def global_importance(self) -> np.ndarray:
         if self.importance is not None:
@@ -615,4 +618,5 @@ def _concat(parts: list[Attribution]) -> Attribution:
         outputs=cat("outputs"),
         output_space=parts[0].output_space,
         info=parts[0].info,
+        standard_errors=cat("standard_errors"),
     )

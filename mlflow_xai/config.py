@@ -33,6 +33,12 @@ class XaiConfig:
     selection_bootstrap: int = 5
     retrain: Any = None
     timeout: float | None = None
+    #: Seconds of explanation work (explainers and checks) to plan for; None: no limit. The
+    #: planner sizes rows and samples to it (see :mod:`mlflow_xai.planner`).
+    budget_s: float | None = None
+    #: ``"headline"``: at most ~30 ``xai/*`` metrics (see ``artifacts.headline_metrics``);
+    #: ``"all"``: every figure as a metric. The artifacts always hold every figure.
+    log_metrics: str = "headline"
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -75,14 +81,26 @@ class XaiConfig:
                                   or not math.isfinite(value) or value <= 0):
             raise ConfigError(f"timeout must be a positive number of seconds (or None for no "
                               f"limit), got {value!r}.")
+        value = self.budget_s
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                  or not math.isfinite(value) or value <= 0):
+            raise ConfigError(f"budget_s must be a positive number of seconds (or None for no "
+                              f"budget), got {value!r}.")
+        if self.log_metrics not in ("headline", "all"):
+            raise ConfigError(f"log_metrics must be 'headline' (at most ~30 xai/* metrics) or "
+                              f"'all' (every figure), got {self.log_metrics!r}.")
         if self.model_type not in (None, "classifier", "regressor"):
             raise ConfigError(
                 f"model_type must be 'classifier', 'regressor' or None, got {self.model_type!r}.")
 
 
+#: ``explainers="auto"``: the planner chooses (see :mod:`mlflow_xai.planner`).
+AUTO = "auto"
+
+
 def normalize_methods(spec: Any, *, valid: list[str], kind: str) -> dict[str, dict[str, Any]] | None:
     """``None`` | list of names | dict name -> params  ->  dict name -> params (names checked)."""
-    if spec is None:
+    if spec is None or (isinstance(spec, str) and spec == AUTO):
         return None
     if isinstance(spec, str):
         spec = [s.strip() for s in spec.split(",") if s.strip()]

@@ -23,6 +23,7 @@ from mlflow_xai.images import is_image_data, prepare_images
 from mlflow_xai.model import ModelAdapter, resolve_model, set_training
 from mlflow_xai.plugins import get_registry
 from mlflow_xai.progress import progress_bar
+from mlflow_xai.units import model_output_unit, unit_of
 
 _logger = logging.getLogger(__name__)
 
@@ -315,6 +316,8 @@ def _run_explainer(name: str, params: dict[str, Any], registry: Any, prepared: P
             bar.update(n_rows)
         else:
             entry.update(status="ok", output_space=attribution.output_space,
+                         unit=unit_of(attribution.output_space,
+                                      model_output_unit(adapter.describe())),
                          shapley=info.cls.shapley, local=info.cls.local, **attribution.info)
     entry["seconds"] = round(time.perf_counter() - t0, 4)
     entry["model_evals"] = int(counter.rows)
@@ -461,7 +464,7 @@ def _merge(parts: list[tuple[np.ndarray, Attribution]], n: int, d: int) -> Attri
 
     return Attribution(values=place("values", (n, d)), base_values=place("base_values", (n,)),
                        outputs=place("outputs", (n,)), output_space=first.output_space,
-                       info=first.info)
+                       info=first.info, standard_errors=place("standard_errors", (n, d)))
 
 
 def _explained_outputs(outputs_all: np.ndarray, groups: list[tuple[np.ndarray, int | None]]
@@ -485,6 +488,14 @@ def _add_efficiency(results: dict[str, Attribution], summary: dict[str, dict[str
         target = a.outputs if a.outputs is not None else f_x
         gap = np.abs(a.values.sum(axis=1) + a.base_values - target)
         summary[name]["efficiency_max_abs_gap"] = float(gap.max())
+
+
+def primary_method(methods: dict[str, dict[str, Any]]) -> str | None:
+    """The method whose numbers lead tables, plots, metrics and the report: the first that ran
+    (``ok``) and gives Shapley values, else the first that ran (methods run in plan order)."""
+    ran = [name for name, entry in methods.items() if entry.get("status") == "ok"]
+    shapley = [name for name in ran if methods[name].get("shapley")]
+    return (shapley or ran or [None])[0]
 
 
 def _versions() -> dict[str, str]:
@@ -511,6 +522,7 @@ def _summary(adapter: ModelAdapter, prepared: PreparedData, config: XaiConfig, d
         status = "failed" if "failed" in statuses else "skipped"
     summary = {
         "status": status,
+        "primary_method": primary_method(methods),
         "versions": _versions(),
         "model": adapter.describe(),
         "device": device,
