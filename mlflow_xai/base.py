@@ -404,6 +404,14 @@ class Explainer(Method):
             return f"{self.name} needs targets"
         return None
 
+    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_features: int,
+                             n_background: int) -> float | None:
+        """Rows this method will push through the model to explain ``n_rows`` rows with
+        ``params`` (validated), for the planner's time budget; ``None`` when it cannot say
+        (the planner then times a small pilot run instead). Methods that read the model's
+        internals (trees, gradients) return ``None``."""
+        return None
+
     def explain(self, task: ExplainTask) -> Attribution:
         """Explain every row of ``task.X``, a chunk at a time so that progress can be shown."""
         params = self.validate_params()
