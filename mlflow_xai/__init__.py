@@ -64,6 +64,8 @@ def explain(
     selection_bootstrap: int = 5,
     retrain: Any = None,
     timeout: float | None = None,
+    budget_s: float | None = None,
+    log_metrics: str = "headline",
 ) -> Explanations:
     """Explain ``model`` on ``data`` with every requested (or applicable) explainer.
 
@@ -74,8 +76,11 @@ def explain(
         data: the rows to explain (DataFrame or 2-D array).
         targets: labels, one per row, or the name of a column of ``data`` holding them.
         explainers: method names, or a dict ``name -> parameters``; default every registered
-            explainer that applies to the model (see :func:`list_methods`); ``[]`` runs none
-            (for example to run selectors only).
+            explainer that applies to the model (see :func:`list_methods`); ``"auto"`` lets
+            the planner choose (what ``autolog`` and the evaluator do: Tree SHAP for tree
+            models, Integrated Gradients for torch modules, else one Shapley estimator, plus
+            permutation importance with targets); ``[]`` runs none (for example to run
+            selectors only).
         checks: check names or a dict ``name -> parameters``; default the cheap checks
             (agreement, bootstrap_importance, completeness, deletion_insertion, infidelity,
             faithfulness_correlation); ``[]`` runs none.
@@ -105,6 +110,12 @@ def explain(
             which is stopped when the time is up (:class:`~mlflow_xai.errors.ExplainTimeout`),
             so a model whose predict hangs cannot stall the caller. The worker's start-up
             (1 to 3 s) is not counted. Default: no limit, run in this process.
+        budget_s: seconds of explanation work (explainers and checks) to plan for: rows,
+            Kernel SHAP samples and background rows are reduced until the estimate fits (the
+            plan is ``summary["plan"]``). Default: no budget (``autolog`` and the evaluator
+            use 30).
+        log_metrics: ``"headline"`` (default): at most about 30 ``xai/*`` metrics when
+            logged; ``"all"``: every figure. The artifacts always hold every figure.
 
     Returns:
         :class:`~mlflow_xai.explanations.Explanations`; call ``.log()`` to upload to MLflow.
@@ -118,7 +129,8 @@ def explain(
                        background=background,
                        background_rows=background_rows, max_rows=max_rows, device=device,
                        seed=seed, output=output, strict=strict, progress=progress,
-                       model_type=model_type, timeout=timeout)
+                       model_type=model_type, timeout=timeout, budget_s=budget_s,
+                       log_metrics=log_metrics)
     result = run(model, data, config)
     if output_dir is not None:
         from mlflow_xai.artifacts import write_artifacts

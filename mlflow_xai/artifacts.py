@@ -42,14 +42,142 @@ def metric_safe(name: str) -> str:
 
 
 def metrics_for(expl: Explanations) -> dict[str, float]:
-    """The documented metric set: ``xai/<method>/<figure>`` and ``xai/<method>/importance/<f>``."""
-    metrics = metrics_from_documents(
+    """The metrics a run gets, chosen by ``summary['log_metrics']`` (see :func:`logged_metrics`):
+    the headline set by default, every figure with ``"all"``."""
+    return logged_metrics(
         expl.summary, importance_json(expl), stability_json(expl),
-        {name: selection.to_json() for name, selection in expl.selection.items()})
-    if expl.governance is not None:
+        {name: selection.to_json() for name, selection in expl.selection.items()},
+        expl.governance)
+
+
+def logged_metrics(summary: dict[str, Any], importance: dict[str, Any],
+                   stability: dict[str, Any],
+                   selection: dict[str, dict[str, Any]] | None = None,
+                   governance: dict[str, Any] | None = None) -> dict[str, float]:
+    """What is logged, from the JSON documents alone (so every entrance logs the same names):
+    ``summary['log_metrics'] == "all"``: every figure (:func:`all_metrics`, ``xai/...``); else
+    (``"headline"``, or absent): :func:`headline_metrics` (``xai.<...>``, at most
+    :data:`MAX_HEADLINE_METRICS`)."""
+    if summary.get("log_metrics") == "all":
+        return all_metrics(summary, importance, stability, selection, governance)
+    return headline_metrics(summary, importance, stability, selection, governance)
+
+
+def all_metrics(summary: dict[str, Any], importance: dict[str, Any],
+                stability: dict[str, Any],
+                selection: dict[str, dict[str, Any]] | None = None,
+                governance: dict[str, Any] | None = None) -> dict[str, float]:
+    """Every figure: ``xai/<method>/<figure>``, ``xai/<method>/importance/<f>``,
+    ``xai/check/<check>/<figure>``, ``xai/selection/<selector>/<figure>``, the run figures and
+    ``xai/governance/passed`` when a policy was judged (``log_metrics="all"``)."""
+    metrics = metrics_from_documents(summary, importance, stability, selection)
+    if governance is not None:
         metrics[f"{METRIC_PREFIX}/governance/passed"] = float(
-            expl.governance["verdict"] == "passed")
+            governance.get("verdict") == "passed")
     return metrics
+
+
+#: The headline metrics' names start with this; they hold no ``/``, so the MLflow UI charts them
+#: in its "Model metrics" section, after the model's own metrics (see :func:`headline_metrics`).
+HEADLINE_PREFIX = "xai."
+#: At most this many headline metrics per run.
+MAX_HEADLINE_METRICS = 30
+#: Features of the primary method whose global importance is a headline metric.
+HEADLINE_FEATURES = 10
+#: Figures (those with a threshold or a verdict) per check.
+HEADLINE_FIGURES_PER_CHECK = 2
+#: Per selector, the first two of these it has.
+HEADLINE_SELECTION_FIGURES = ("kuncheva", "retrain_gain", "n_selected")
+
+
+def headline_primary(summary: dict[str, Any], importance: dict[str, Any]) -> str | None:
+    """The method whose figures head the metrics: ``summary['primary_method']`` when it ran
+    ``ok`` and has importances, else the first method that did."""
+    methods = summary.get("methods") or {}
+    ok = [m for m, e in methods.items() if e.get("status") == "ok" and importance.get(m)]
+    primary = summary.get("primary_method")
+    return primary if primary in ok else (ok or [None])[0]
+
+
+def headline_metrics(summary: dict[str, Any], importance: dict[str, Any],
+                     stability: dict[str, Any],
+                     selection: dict[str, dict[str, Any]] | None = None,
+                     governance: dict[str, Any] | None = None) -> dict[str, float]:
+    """At most :data:`MAX_HEADLINE_METRICS` figures a person reads (``log_metrics="headline"``,
+    the default), from the JSON documents alone; every figure stays in the artifacts.
+
+    In this order (the cap cuts from the end):
+
+    * ``xai.rows_explained``, ``xai.methods_ok``, ``xai.methods_failed``;
+    * ``xai.seconds`` (the whole explanation) and ``xai.<primary>.seconds``;
+    * ``xai.governance.passed`` (1 or 0) when a policy was judged;
+    * ``xai.<primary>.importance.<segment>``: the :data:`HEADLINE_FEATURES` most important
+      features of the primary method (:func:`headline_primary`), segments as in
+      ``xai/metric_names.json``;
+    * ``xai.selection.<selector>.<figure>``: per selector (in name order) the first two of
+      :data:`HEADLINE_SELECTION_FIGURES` it has;
+    * ``xai.check.<check>.<figure>`` (a figure's ``/`` written ``.``): per check, in check name
+      order, at most :data:`HEADLINE_FIGURES_PER_CHECK` of the figures that have a threshold or
+      a verdict, the primary method's first, then in the order of ``stability.json``.
+
+    The names hold no ``/``: the MLflow UI makes a chart section of every name prefix before
+    the last ``/`` and puts all of those *above* its "Model metrics" section (names without a
+    ``/``), so ``xai/...`` names pushed the model's own metrics to the bottom. Names without a
+    ``/`` are charted in "Model metrics", sorted by name: ``xai.`` after the model's own
+    ``accuracy_score``, ``f1_score``, ``loss``, ... Policies still name figures as before
+    (``kernel_shap/importance/<segment>``): the gate reads the documents, not these metrics.
+    """
+    from mlflow_xai.metric_names import valid_metrics
+
+    p = HEADLINE_PREFIX
+    methods = summary.get("methods") or {}
+    primary = headline_primary(summary, importance)
+    metrics: dict[str, float] = {
+        f"{p}rows_explained": float((summary.get("data") or {}).get("rows_explained") or 0),
+        f"{p}methods_ok": float(sum(m.get("status") == "ok" for m in methods.values())),
+        f"{p}methods_failed": float(sum(m.get("status") == "failed" for m in methods.values())),
+    }
+    if _finite(summary.get("seconds")):
+        metrics[f"{p}seconds"] = float(summary["seconds"])
+    if primary is not None and _finite(methods[primary].get("seconds")):
+        metrics[f"{p}{primary}.seconds"] = float(methods[primary]["seconds"])
+    if governance is not None:
+        metrics[f"{p}governance.passed"] = float(governance.get("verdict") == "passed")
+    if primary is not None:
+        segments = metric_names_json(summary, importance)
+        ranked = [(f, v["importance"]) for f, v in (importance.get(primary) or {}).items()
+                  if isinstance(v, dict) and _finite(v.get("importance"))]
+        ranked.sort(key=lambda fv: -fv[1])  # stable: ties keep the document's order
+        for feature, value in ranked[:HEADLINE_FEATURES]:
+            segment = segments.get(str(feature)) or metric_safe(feature)
+            metrics[f"{p}{primary}.importance.{segment}"] = float(value)
+    for name in sorted(selection or {}):
+        figures = _selection_figures(selection[name])
+        chosen = [f for f in HEADLINE_SELECTION_FIGURES if _finite(figures.get(f))][:2]
+        for figure in chosen:
+            metrics[f"{p}selection.{name}.{figure}"] = figures[figure]
+    for check in sorted(stability):
+        for figure, value in _headline_check_figures(stability[check], primary):
+            metrics[f"{p}check.{check}.{figure.replace('/', '.')}"] = value
+    metrics = valid_metrics(metrics)
+    return dict(list(metrics.items())[:MAX_HEADLINE_METRICS])
+
+
+def _headline_check_figures(entry: Any, primary: str | None) -> list[tuple[str, float]]:
+    """A check's headline figures: those with a threshold or a verdict, finite, the primary
+    method's (``<primary>/...`` or a pair ``<a>__<b>/...`` naming it) first."""
+    if not isinstance(entry, dict):
+        return []
+    figures = entry.get("figures") or {}
+    judged = set(entry.get("thresholds") or {}) | set(entry.get("verdicts") or {})
+    chosen = [(str(f), float(v)) for f, v in figures.items() if f in judged and _finite(v)]
+    chosen.sort(key=lambda fv: primary not in fv[0].split("/")[0].split("__"))
+    return chosen[:HEADLINE_FIGURES_PER_CHECK]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
 
 
 def metric_names_json(summary: dict[str, Any], importance: dict[str, Any]) -> dict[str, str]:
@@ -176,34 +304,55 @@ def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: 
         table.to_parquet(root / "attributions" / f"{method}.parquet")
     for method, maps in expl.heatmaps.items():
         np.save(root / "attributions" / f"{method}.npy", maps.astype(np.float32))
-    if plots and expl.heatmaps:
-        from mlflow_xai.plots import overlay_plot
-
-        images = expl.encoded.reshape((len(expl.encoded), *expl.summary["data"]["image_shape"]))
-        labels = expl.outputs.tolist() if expl.outputs is not None else None
-        for method, maps in expl.heatmaps.items():
-            overlay_plot(images, maps, method, str(root / "plots" / f"{method}_overlay.png"),
-                         labels=labels)
     if plots:
-        from mlflow_xai.plots import check_plot
-
-        for name, entry in expl.checks.items():
-            if entry.get("status") == "ok":
-                check_plot(name, entry, str(root / "plots" / f"check_{name}.png"))
-    if plots:
-        from mlflow_xai.plots import bar_plot, beeswarm_plot
-
-        for method in expl.importance.columns:
-            bar_plot(expl.importance[method], method, str(root / "plots" / f"{method}_bar.png"))
-            if method in expl.attributions:
-                beeswarm_plot(expl.attributions[method], expl.data, method,
-                              str(root / "plots" / f"{method}_beeswarm.png"))
-    if plots:
+        _write_plots(expl, root / "plots")
         from mlflow_xai.report import write_report
 
         write_report(expl, root)  # it inlines the plots written above
     write_summary(root, expl.summary)
     return root
+
+
+def _write_plots(expl: Explanations, plots: Path) -> None:
+    """``plots/``: per method (labelled with its unit) a bar plot, a beeswarm (local methods),
+    image overlays; a waterfall for the primary method; one plot per check that ran."""
+    from mlflow_xai import plots as draw
+
+    units, entries = expl.units, expl.summary.get("methods") or {}
+    for method in expl.importance.columns:
+        entry = entries.get(method) or {}
+        local = bool(entry.get("local", method in expl.attributions))
+        shapley = bool(entry.get("shapley"))
+        draw.bar_plot(expl.importance[method], method, str(plots / f"{method}_bar.png"),
+                      unit=units[method], local=local, shapley=shapley)
+        if method in expl.attributions:
+            draw.beeswarm_plot(expl.attributions[method], expl.data, method,
+                               str(plots / f"{method}_beeswarm.png"), unit=units[method],
+                               shapley=shapley)
+    _write_waterfall(expl, plots)
+    if expl.heatmaps:
+        images = expl.encoded.reshape((len(expl.encoded), *expl.summary["data"]["image_shape"]))
+        labels = expl.outputs.tolist() if expl.outputs is not None else None
+        for method, maps in expl.heatmaps.items():
+            draw.overlay_plot(images, maps, method, str(plots / f"{method}_overlay.png"),
+                              labels=labels, unit=units.get(method))
+    for name, entry in expl.checks.items():
+        if entry.get("status") == "ok":
+            draw.check_plot(name, entry, str(plots / f"check_{name}.png"))
+
+
+def _write_waterfall(expl: Explanations, plots: Path) -> None:
+    """The primary method's waterfalls (highest and lowest output), when it is local and
+    gives base values: without a base value a waterfall has nowhere to start."""
+    from mlflow_xai.plots import waterfall_plot
+
+    method = expl.primary_method
+    if method not in expl.attributions or method not in expl.base_values:
+        return
+    entry = (expl.summary.get("methods") or {}).get(method) or {}
+    waterfall_plot(expl.attributions[method], expl.base_values[method], expl.data, method,
+                   str(plots / f"{method}_waterfall.png"), unit=expl.units[method],
+                   shapley=bool(entry.get("shapley")))
 
 
 def write_summary(root: str | os.PathLike, summary: dict[str, Any]) -> Path:

@@ -86,9 +86,9 @@ def autolog(data: Any = None, *, targets: Any = None, asynchronous: bool = False
         except (ValueError, OSError):
             pass
         return
-    from mlflow_xai.config import XaiConfig, check_methods
+    from mlflow_xai.config import ENTRANCE_DEFAULTS, XaiConfig, check_methods
 
-    options = {"strict": False, **options}
+    options = {"strict": False, **ENTRANCE_DEFAULTS, **options}
     # Fail fast on typos, before any model is logged.
     check_methods(XaiConfig.from_mapping({**options, "targets": targets}, where="autolog"))
     with _state.lock:

@@ -602,6 +602,13 @@ class Check(Method):
     def supports(self, ctx: CheckContext) -> str | None:
         return None
 
+    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int
+                             ) -> float | None:
+        """Model rows this check evaluates on ``n_rows`` explained rows with ``n_methods``
+        local explanations (for the planner's budget); None when it cannot say or calls no
+        model."""
+        return None
+
     def run(self, ctx: CheckContext) -> CheckResult:
         raise NotImplementedError(f"{type(self).__name__} must implement run")
 

@@ -69,14 +69,20 @@ def build_context(*, registry: Any, methods: dict[str, dict], results: dict[str,
         seed=config.seed, data_type=prepared.facts.get("data_type", "tabular"))
 
 
-def run_checks(ctx: CheckContext, registry: Any, config: XaiConfig, counter: Any
-               ) -> dict[str, dict[str, Any]]:
-    """Every requested check (default: the cheap ones), each timed and costed."""
+def checks_to_run(config: XaiConfig, registry: Any) -> dict[str, dict[str, Any]]:
+    """The requested checks (name -> params); by default the cheap (``default``) ones."""
     if isinstance(config.checks, (list, tuple)) and not config.checks:
         return {}
     requested = normalize_methods(config.checks, valid=registry.names("check"), kind="check")
     if requested is None:
         requested = {n: {} for n in registry.names("check") if registry.get(n).cls.default}
+    return requested
+
+
+def run_checks(ctx: CheckContext, registry: Any, config: XaiConfig, counter: Any, *,
+               on_check_done: Callable[[], None] = lambda: None) -> dict[str, dict[str, Any]]:
+    """Every requested check (default: the cheap ones), each timed and costed."""
+    requested = checks_to_run(config, registry)
     out: dict[str, dict[str, Any]] = {}
     for name, params in requested.items():
         check = registry.get(name, "check").cls(**params)
@@ -106,6 +112,7 @@ def run_checks(ctx: CheckContext, registry: Any, config: XaiConfig, counter: Any
         entry["seconds"] = round(time.perf_counter() - t0, 4)
         entry["model_evals"] = int(counter.rows)
         out[name] = entry
+        on_check_done()
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -178,18 +179,64 @@ def methods(kind: str | None, as_json: bool) -> None:
         click.echo(f"warning: plugin '{name}' failed to load: {error}", err=True)
 
 
+#: ``--budget`` when the planner chooses the explainers (no --explainer), as in autolog.
+DEFAULT_AUTO_BUDGET_S = 30.0
+
+
+class _Seconds(click.ParamType):
+    """``--budget``: a positive number of seconds, or ``none`` for no budget."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float | None:
+        if value is None or (isinstance(value, float) and value > 0):
+            return value
+        text = str(value).strip().lower()
+        if text in ("none", "off"):
+            return None
+        try:
+            seconds = float(text)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of seconds nor 'none'.", param, ctx)
+        if not math.isfinite(seconds) or seconds <= 0:
+            self.fail(f"{value!r} is not a positive number of seconds (or 'none' for no budget).",
+                      param, ctx)
+        return seconds
+
+
 @cli.command("explain")
 @click.option("--model-uri", required=True,
-              help="Model to explain, e.g. models:/<model_id> or runs:/<run_id>/model.")
-@click.option("--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Model to explain, e.g. models:/<model_id>, models:/<name>/<version>, "
+                   "runs:/<run_id>/model or a local model directory.")
+@click.option("--data", "data_path", default=None,
+              type=click.Path(exists=True, dir_okay=False),
               help="Rows to explain: a .csv (or .csv.gz, .csv.zip, ...) or .parquet file with "
-                   "a header and at least one row.")
+                   "a header and at least one row. Default: 'data' of --config.")
 @click.option("--targets", default=None, help="Name of the label column in --data, if any.")
-@click.option("--explainer", "explainers", multiple=True,
-              help="Explainer to run (repeatable). Default: every one that applies.")
+@click.option("--config", "config_path", default=None, metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Options YAML, the same file as `mlflow-xai watch --config`: 'data' "
+                   "(relative to the file), 'targets' and any explain() option (explainers "
+                   "with parameters, checks, max_rows, budget_s, log_metrics, ...). Flags "
+                   "given on the command line override it.")
+@click.option("--explainer", "explainers", multiple=True, metavar="NAME",
+              help="Explainer to run (repeatable; see `mlflow-xai methods --kind explainer`). "
+                   "Default (or 'auto'): the planner chooses within --budget (Tree SHAP for "
+                   "trees, one Shapley estimator otherwise, permutation importance with "
+                   "--targets).")
+@click.option("--param", "params", multiple=True, metavar="METHOD.KEY=VALUE",
+              help="A parameter of an explainer, check or selector that runs (repeatable), "
+                   "e.g. kernel_shap.n_samples=256. VALUE is read as YAML: 256 an integer, 0.5 "
+                   "a number, true a boolean, [a, b] a list. The method must be named with "
+                   "--explainer / --checks (or in --config): the planner's choice takes none.")
 @click.option("--checks", "checks_spec", default=None, metavar="NAMES|none",
               help="Checks to run, comma-separated (see `mlflow-xai methods --kind check`), "
-                   "or 'none'. Default: every one that applies.")
+                   "or 'none'. Default: every cheap one that applies.")
+@click.option("--policy", "policy_path", default=None, metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Governance policy YAML (as for `mlflow-xai check`) judged on the "
+                   "explanation: the verdict is printed and logged; exit code 1 when it fails.")
 @click.option("--max-rows", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Explain at most this many rows (a seeded sample).")
 @click.option("--background-rows", default=100, show_default=True, type=click.IntRange(min=1),
@@ -197,63 +244,431 @@ def methods(kind: str | None, as_json: bool) -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--device", default="auto", show_default=True,
               help="auto, cpu, cuda or cuda:N.")
+@click.option("--budget", default=None, type=_Seconds(), metavar="SECONDS|none",
+              help="Seconds of explanation work to plan for: rows and samples are reduced to "
+                   f"fit. Default: {DEFAULT_AUTO_BUDGET_S:g} without --explainer, else none.")
+@click.option("--log-metrics", default="headline", show_default=True,
+              type=click.Choice(["headline", "all"]),
+              help="headline: at most about 30 xai/* metrics; all: every figure. The xai/ "
+                   "artifacts always hold every figure.")
+@click.option("--experiment", default=None, metavar="NAME",
+              help="Log into a new run of this experiment (created if missing). Default: the "
+                   "current experiment (MLFLOW_EXPERIMENT_NAME, else Default).")
 @click.option("--run-id", default=None,
-              help="Log into this run. Default: a new run in the current experiment.")
+              help="Log into this run. Default: a new run (see --experiment).")
 @click.option("--output-dir", default=None, type=click.Path(file_okay=False),
               help="Also write the xai/ folder here.")
 @click.option("--no-log", is_flag=True, help="Do not log to MLflow (use with --output-dir).")
 @_server_timeout_option("Seconds to wait for the tracking server to answer (when logging, or "
                         "loading a models:/ or runs:/ URI) before giving up with exit code 2.")
-def explain_command(model_uri: str, data_path: str, targets: str | None,
-                    explainers: tuple[str, ...], checks_spec: str | None, max_rows: int,
-                    background_rows: int, seed: int, device: str, run_id: str | None,
-                    output_dir: str | None, no_log: bool) -> None:
+def explain_command(model_uri: str, data_path: str | None, targets: str | None,
+                    config_path: str | None, explainers: tuple[str, ...],
+                    params: tuple[str, ...], checks_spec: str | None, policy_path: str | None,
+                    max_rows: int, background_rows: int, seed: int, device: str,
+                    budget: float | None, log_metrics: str, experiment: str | None,
+                    run_id: str | None, output_dir: str | None, no_log: bool) -> None:
     """Explain a logged model on a data file and log the xai/ artifacts to a run.
 
-    The tracking server comes from MLFLOW_TRACKING_URI, as for every MLflow command.
+    The tracking server comes from MLFLOW_TRACKING_URI, as for every MLflow command. A method
+    that does not apply is skipped, and one that fails is reported, while the others go on;
+    the summary printed names the methods that ran with their top features, the plan, the
+    policy's verdict and the run logged to.
 
     \b
-    Exit codes: 0 done; 2 bad input, in one line "error: ..." (a data file that cannot be read,
-    is empty or of another type, an unknown --targets column or explainer, a model URI that
-    cannot be loaded, a bad option value, a tracking server that does not answer within
-    --timeout); 1 anything else (mlflow-xai --debug explain ... prints the traceback).
+    Examples:
+      # the planner chooses the methods and sizes them to 30 s (the default)
+      mlflow-xai explain --model-uri models:/m-123 --data eval.parquet --targets label
+      # exactly these methods, one parameter set, no time budget
+      mlflow-xai explain --model-uri models:/m-123 --data eval.parquet \\
+          --explainer kernel_shap --param kernel_shap.n_samples=256 --budget none
+      # checks with a parameter; every figure as a metric
+      mlflow-xai explain --model-uri models:/m-123 --data eval.parquet \\
+          --checks agreement,completeness --param completeness.tolerance=0.05 \\
+          --log-metrics all
+      # the options of a file (as for watch --config); flags win
+      mlflow-xai explain --model-uri models:/m-123 --config explain.yaml --max-rows 200
+      # judge the explanation, log it into an experiment (created if missing)
+      mlflow-xai explain --model-uri models:/m-123 --data eval.parquet \\
+          --policy policy.yaml --experiment fraud-xai
+    \b
+      # explain.yaml (an unknown key, method or parameter exits 2)
+      data: eval.parquet               # relative to this file; --data wins
+      targets: label
+      explainers: {kernel_shap: {n_samples: 256}, permutation_importance: null}
+      checks: [agreement, completeness]
+      max_rows: 200
+      budget_s: 60                     # 'budget_s: null': no budget
+
+    \b
+    Exit codes: 0 at least one explainer ran (and the --policy passed); 1 no explainer ran
+    (each one skipped or failed: the reasons in one line "error: no explainer ran: ..."), the
+    --policy failed, or an unexpected error (mlflow-xai --debug explain ... prints the
+    traceback); 2 bad input, in one line "error: ..." (a data file that cannot be read, is
+    empty or of another type, an unknown --targets column, explainer, check, --param method or
+    parameter, a bad --config or --policy file, a model URI that cannot be loaded, a bad option
+    value, a tracking server that does not answer within --timeout).
     """
-    from mlflow_xai import explain
-    from mlflow_xai.config import XaiConfig, check_methods
     from mlflow_xai.errors import XaiError
 
-    data = _read_data(data_path, targets)
-    checks = None if checks_spec is None else [] if checks_spec.strip().lower() == "none" else [
-        c.strip() for c in checks_spec.split(",") if c.strip()]
-    try:  # option mistakes first: before the model is loaded
-        check_methods(XaiConfig(explainers=list(explainers) or None, checks=checks,
-                                max_rows=max_rows, background_rows=background_rows, seed=seed,
-                                device=device))
-    except XaiError as exc:
-        _input_error(_short(exc))
+    ctx = click.get_current_context()
+    config, file_data = _explain_options(ctx, config_path=config_path, explainers=explainers,
+                                         params=params, checks_spec=checks_spec,
+                                         policy_path=policy_path, targets=targets,
+                                         budget=budget)
+    if no_log and experiment is not None:
+        raise InputError("--experiment names where the explanation is logged: leave it out "
+                         "with --no-log (or leave --no-log out).")
+    data_path = data_path or file_data
+    if data_path is None:
+        raise InputError("Missing option '--data' (or 'data' in --config): give the rows to "
+                         f"explain. See '{ctx.command_path} --help'.")
+    data = _read_data(data_path, config.targets if isinstance(config.targets, str) else None)
     if not no_log or model_uri.startswith(("models:/", "runs:/")):
         _require_server()
+    if experiment is not None:
+        _check_experiment(experiment, run_id)
     try:
-        model = _load_model(model_uri, device)
-        expl = explain(model, data, targets=targets, explainers=list(explainers) or None,
-                       checks=checks, max_rows=max_rows, background_rows=background_rows, seed=seed,
-                       device=device, output_dir=output_dir)
+        from mlflow_xai.pipeline import run
+
+        model = _load_model(model_uri, config.device)
+        expl = run(model, data, config)
     except click.ClickException:
         raise
     except XaiError as exc:
         _input_error(_short(exc))
     except Exception as exc:  # noqa: BLE001 - one line (exit 1), or the traceback with --debug
         _unexpected(exc)
-    for method in expl.methods:
-        click.echo(f"{method}: top features {', '.join(map(str, expl.top_features(method)))}")
-    if not no_log:
-        from mlflow_xai.recording import Destination, record
+    nothing = _nothing_ran(expl, config)
+    if nothing is not None:
+        click.echo(f"error: {nothing}", err=True)
+        sys.exit(1)
+    _print_summary(expl)
+    if output_dir is not None:
+        from mlflow_xai.artifacts import write_artifacts
 
         try:
-            logged = record(expl, Destination(run_id, expl.model_id, source="cli"))
+            write_artifacts(expl, output_dir)
         except Exception as exc:  # noqa: BLE001 - as above
-            _unexpected(exc, doing="logging")
-        click.echo(f"logged to run {logged} (artifacts under xai/)")
+            _unexpected(exc, doing=f"writing {output_dir}")
+        click.echo(f"wrote the xai/ folder to {output_dir}")
+    if not no_log:
+        logged, experiment_name = _log_explanation(expl, run_id, experiment)
+        where = f" in experiment '{experiment_name}'" if experiment_name else ""
+        click.echo(f"logged to run {logged}{where} (artifacts under xai/)")
+    elif output_dir is None:
+        click.echo("not logged (--no-log)")
+    sys.exit(1 if (expl.governance or {}).get("verdict") == "failed" else 0)
+
+
+def _explain_options(ctx: click.Context, *, config_path: str | None,
+                     explainers: tuple[str, ...], params: tuple[str, ...],
+                     checks_spec: str | None, policy_path: str | None, targets: str | None,
+                     budget: float | None) -> tuple[Any, str | None]:
+    """The validated XaiConfig of ``explain``: CLI defaults, then --config, then the flags given
+    on the command line, then --param; and the 'data' of --config (or None)."""
+    from click.core import ParameterSource
+
+    from mlflow_xai.config import AUTO
+    from mlflow_xai.config_file import load_config_file, validate_options
+    from mlflow_xai.errors import ConfigError
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+
+    try:
+        loaded = load_config_file(config_path, label="config") if config_path else None
+    except ConfigError as exc:
+        message = _short(exc, 600)
+        _input_error(message if str(config_path) in message else
+                     f"--config {config_path}: {message}")
+    options: dict[str, Any] = {"explainers": AUTO, "strict": False}  # as autolog and watch
+    options.update(loaded.file_options if loaded else {})
+    if explainers:
+        names = list(dict.fromkeys(explainers))
+        options["explainers"] = AUTO if names == [AUTO] else _keep_params(
+            names, options.get("explainers"))
+    if checks_spec is not None:
+        names = [] if checks_spec.strip().lower() == "none" else [
+            c.strip() for c in checks_spec.split(",") if c.strip()]
+        options["checks"] = _keep_params(list(dict.fromkeys(names)), options.get("checks"))
+    for name in ("max_rows", "background_rows", "seed", "device", "log_metrics"):
+        if given(name):
+            options[name] = ctx.params[name]
+    if targets is not None:
+        options["targets"] = targets
+    if policy_path is not None:
+        options["policy"] = policy_path
+    if given("budget"):
+        options["budget_s"] = budget
+    elif "budget_s" not in options and options.get("explainers") in (AUTO, None):
+        options["budget_s"] = DEFAULT_AUTO_BUDGET_S
+    _apply_params(options, params)
+    try:
+        config = validate_options(options, where="option")
+    except ConfigError as exc:
+        _input_error(_short(exc, 600))
+    return config, loaded.data_path if loaded else None
+
+
+def _keep_params(names: list[str], previous: Any) -> list[str] | dict[str, Any]:
+    """The methods named on the command line, with the parameters --config gave them."""
+    if isinstance(previous, dict):
+        return {name: previous.get(name) for name in names}
+    return names
+
+
+#: --param METHOD's kind -> the option that lists the methods of that kind.
+_KIND_OPTION = {"explainer": "explainers", "check": "checks", "selector": "selectors"}
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def parse_param(spec: str) -> tuple[str, str, Any]:
+    """``METHOD.KEY=VALUE`` -> (method, key, value); VALUE is read as a YAML scalar or list
+    (``256`` an int, ``0.5`` and ``1e-3`` floats, ``true`` a bool, ``[a, b]`` a list)."""
+    import yaml
+
+    target, equals, text = spec.partition("=")
+    method, dot, key = target.strip().partition(".")
+    if not equals or not dot or not method or not key.strip():
+        raise InputError(f"--param {spec!r} is not METHOD.KEY=VALUE, e.g. "
+                         "kernel_shap.n_samples=256.")
+    text = text.strip()
+    if _SCIENTIFIC.fullmatch(text):  # YAML 1.1 reads 1e-3 as a string
+        return method, key.strip(), float(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise InputError(f"--param {spec}: VALUE {text!r} is not valid YAML ({problem}); "
+                         "quote a string, e.g. key='a: b'.") from exc
+    return method, key.strip(), value
+
+
+def _apply_params(options: dict[str, Any], specs: tuple[str, ...]) -> None:
+    """Each --param into the parameters of its method, which must be one that runs."""
+    if not specs:
+        return
+    import difflib
+
+    from mlflow_xai.plugins import get_registry
+
+    registry = get_registry()
+    for spec in specs:
+        method, key, value = parse_param(spec)
+        names = registry.names()
+        if method not in names:
+            close = difflib.get_close_matches(method, names, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise InputError(f"--param {spec}: unknown method '{method}'.{hint} "
+                             "`mlflow-xai methods` lists them.")
+        info = registry.get(method)
+        option = _KIND_OPTION.get(info.kind)
+        methods = _method_dict(options.get(option)) if option else None
+        if methods is None or method not in methods:
+            raise InputError(_not_requested(spec, method, info.kind, methods))
+        defaults = info.cls.defaults
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise InputError(f"--param {spec}: {info.kind} {method} has no parameter '{key}'."
+                             f"{hint} Its parameters: {', '.join(sorted(defaults)) or '(none)'}.")
+        methods[method] = {**methods[method], key: value}
+        options[option] = methods
+
+
+def _method_dict(spec: Any) -> dict[str, dict[str, Any]] | None:
+    """Methods named explicitly (name -> params, copied); None when the choice is left to the
+    planner or the defaults."""
+    from mlflow_xai.config import AUTO
+
+    if spec is None or spec == AUTO:
+        return None
+    if isinstance(spec, str):
+        spec = [s.strip() for s in spec.split(",") if s.strip()]
+    if isinstance(spec, dict):
+        return {str(name): dict(p) if isinstance(p, dict) else {} for name, p in spec.items()}
+    return {str(name): {} for name in spec}
+
+
+def _not_requested(spec: str, method: str, kind: str,
+                   methods: dict[str, dict[str, Any]] | None) -> str:
+    how = {"explainer": f"add --explainer {method}",
+           "check": f"add it to --checks ({', '.join([*(methods or {}), method])})",
+           "selector": "list it under 'selectors' in --config"}.get(kind, "name it in --config")
+    if methods is None:
+        why = ("no --explainer was given, so the planner chooses the explainers and their "
+               "parameters" if kind == "explainer" else
+               f"the {kind}s are not named, so the defaults run" if kind == "check" else
+               f"no {kind}s run")
+    else:
+        why = f"the {kind}s to run are {', '.join(methods) or 'none'}"
+    return (f"--param {spec}: {kind} {method} does not run ({why}); {how} to set its "
+            "parameters.")
+
+
+def _check_experiment(name: str, run_id: str | None) -> None:
+    """--experiment must not be deleted and must hold --run-id when both are given."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client = MlflowClient()
+        found = client.get_experiment_by_name(name)
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise InputError(f"--experiment '{name}' is deleted: restore it (mlflow experiments "
+                             f"restore --experiment-id {found.experiment_id}) or give another "
+                             "name.")
+        if run_id is not None:
+            try:
+                run_experiment = client.get_run(run_id).info.experiment_id
+            except MlflowException as exc:
+                raise InputError(f"--run-id {run_id} was not found ({_short(exc.message, 200)})."
+                                 ) from exc
+            if found is None or run_experiment != found.experiment_id:
+                other = client.get_experiment(run_experiment).name
+                raise InputError(f"--run-id {run_id} is in experiment '{other}', not "
+                                 f"--experiment '{name}': give one of them.")
+    except click.ClickException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - as in explain_command
+        _unexpected(exc, doing="logging")
+
+
+def _log_explanation(expl: Any, run_id: str | None, experiment: str | None
+                     ) -> tuple[str, str | None]:
+    """Record into --run-id, a new run of --experiment, or the active/new run as before:
+    (run id, experiment name)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from mlflow_xai.recording import Destination, record
+
+    started = False
+    try:
+        if experiment is not None and run_id is None:
+            client = MlflowClient()
+            found = client.get_experiment_by_name(experiment)
+            experiment_id = (found.experiment_id if found is not None
+                             else client.create_experiment(experiment))
+            run_id = mlflow.start_run(experiment_id=experiment_id).info.run_id
+            started = True
+        logged = record(expl, Destination(run_id, expl.model_id, source="cli"))
+    except Exception as exc:  # noqa: BLE001 - one line (exit 1 or 2), or the traceback
+        _unexpected(exc, doing="logging")
+    finally:
+        if started:
+            mlflow.end_run()
+    if experiment is not None:
+        return logged, experiment
+    try:
+        client = MlflowClient()
+        return logged, client.get_experiment(client.get_run(logged).info.experiment_id).name
+    except Exception:  # noqa: BLE001 - the name is only for the message
+        return logged, None
+
+
+def _nothing_ran(expl: Any, config: Any) -> str | None:
+    """Why no explainer ran, in one line, or None when one did (or none was asked for)."""
+    if isinstance(config.explainers, (list, tuple, dict)) and not config.explainers:
+        return None  # explainers: [] (selectors only, for example)
+    methods = expl.summary.get("methods") or {}
+    if any(entry.get("status") == "ok" for entry in methods.values()):
+        return None
+    reasons = "; ".join(f"{name}: {_why_not(name, entry, 160)}"
+                        for name, entry in methods.items()) or "the planner chose none"
+    from mlflow_xai.config import AUTO
+
+    auto = config.explainers in (AUTO, None)
+    alternative = _agnostic_explainer(expl, tried=set(methods))
+    if auto:
+        hint = (f"Try --explainer {alternative} or another one that applies "
+                "(`mlflow-xai methods`)." if alternative else
+                "`mlflow-xai methods` lists what each method needs.")
+    else:
+        hint = (f"Try --explainer {alternative}, or " if alternative else "Try ") + \
+            "leave --explainer out to let the planner choose."
+    return f"no explainer ran: {reasons}. {hint} Nothing was logged."
+
+
+def _why_not(name: str, entry: dict[str, Any], limit: int = 300) -> str:
+    """A skipped or failed method's reason, without its own name in front."""
+    if entry.get("status") == "failed":
+        text = f"failed: {entry.get('error') or 'no reason recorded'}"
+    else:
+        text = str(entry.get("reason") or entry.get("status") or "did not run")
+        if text.startswith(f"{name} "):
+            text = text[len(name) + 1:]
+    return _short(text, limit)
+
+
+def _agnostic_explainer(expl: Any, tried: set[str]) -> str | None:
+    """A model-agnostic explainer for this data that was not tried (kernel_shap first)."""
+    from mlflow_xai.plugins import get_registry
+
+    data_type = (expl.summary.get("data") or {}).get("data_type", "tabular")
+    registry = get_registry()
+    names = [n for n in registry.names("explainer") if n not in tried
+             and set(registry.get(n).cls.requires) <= {"predict"}
+             and data_type in registry.get(n).cls.data_types]
+    for preferred in ("kernel_shap", "rise"):
+        if preferred in names:
+            return preferred
+    return names[0] if names else None
+
+
+def _print_summary(expl: Any) -> None:
+    """What ran (top features), what did not and why, the plan, the checks and the verdict."""
+    summary = expl.summary
+    if summary.get("plan"):
+        for line in _plan_lines(summary["plan"]):
+            click.echo(line)
+    columns = set(getattr(expl.importance, "columns", []))
+    for name, entry in (summary.get("methods") or {}).items():
+        if entry.get("status") != "ok":
+            click.echo(f"{name}: {entry.get('status')} ({_why_not(name, entry, 200)})")
+        elif name in columns:
+            click.echo(f"{name}: top features {', '.join(map(str, expl.top_features(name)))}")
+        else:
+            click.echo(f"{name}: ran")
+    checks = summary.get("checks") or {}
+    if checks:
+        click.echo("checks: " + ", ".join(f"{name} {entry.get('status', '?')}"
+                                          for name, entry in checks.items()))
+    if expl.governance:
+        _print_rules(expl.governance.get("rules") or [])
+        click.echo(f"governance: {expl.governance['verdict'].upper()}")
+
+
+def _plan_lines(plan: Any) -> list[str]:
+    """summary['plan'] in a few lines (what the planner chose, on how many rows, and why)."""
+    if not isinstance(plan, dict):
+        return [f"plan: {_short(plan)}"]
+    head = [f"{plan['mode']}" if plan.get("mode") else None,
+            f"budget {plan['budget_s']:g} s" if isinstance(plan.get("budget_s"), (int, float))
+            else "no budget" if "budget_s" in plan else None,
+            f"{plan['rows']} of {plan['rows_available']} rows"
+            if plan.get("rows") is not None and plan.get("rows_available") is not None else None,
+            f"{plan['background_rows']} background rows"
+            if plan.get("background_rows") is not None else None,
+            f"spent {plan['spent_s']:g} s" if isinstance(plan.get("spent_s"), (int, float))
+            else None,
+            "cut to fit" if plan.get("cut") else None]
+    lines = [f"plan: {', '.join(h for h in head if h)}"]
+    for item in plan.get("chosen") or []:
+        if isinstance(item, dict):
+            lines.append(f"  chose {item.get('method')}: {_short(item.get('why', ''), 160)}")
+    not_applicable = []
+    for item in plan.get("left_out") or []:
+        if not isinstance(item, dict):
+            continue
+        why = str(item.get("why", ""))
+        if why.startswith("not applicable"):
+            not_applicable.append(str(item.get("method")))
+        else:
+            lines.append(f"  left out {item.get('method')}: {_short(why, 160)}")
+    if not_applicable:
+        lines.append(f"  not applicable: {', '.join(not_applicable)}")
+    return lines
 
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -448,18 +863,23 @@ def _check_version_is_target(name: str, version: str, target: Any) -> None:
 
 
 def _print_outcome(judged: str, outcome: dict) -> None:
+    click.echo(f"{judged} (run {outcome['run_id']}, facts: {outcome['mode']})")
+    _print_rules(outcome["rules"])
+    click.echo(f"governance: {outcome['verdict'].upper()}")
+
+
+def _print_rules(rules: list[dict]) -> None:
+    """A policy's rules as a table: rule, kind, figure, value, verdict, detail."""
     rows = [[r["name"], r["kind"], r["figure"],
              "-" if r["value"] is None else (f"{r['value']:.4g}" if isinstance(r["value"], float)
                                              else str(r["value"])),
-             r["verdict"].upper(), r["message"]] for r in outcome["rules"]]
+             r["verdict"].upper(), r["message"]] for r in rules]
     headers = ["RULE", "KIND", "FIGURE", "VALUE", "VERDICT", "DETAIL"]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
               for i, h in enumerate(headers[:-1])]
-    click.echo(f"{judged} (run {outcome['run_id']}, facts: {outcome['mode']})")
     click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths + [0])))
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths + [0])))
-    click.echo(f"governance: {outcome['verdict'].upper()}")
 
 
 @cli.command("watch")

@@ -96,6 +96,11 @@ class XaiConfig:
 
 #: ``explainers="auto"``: the planner chooses (see :mod:`mlflow_xai.planner`).
 AUTO = "auto"
+#: Seconds of explanation work planned by the entrances that explain on their own
+#: (``autolog``, the evaluator, the CLI, the watcher) unless ``budget_s`` is given.
+DEFAULT_BUDGET_S = 30.0
+#: What those entrances default to: the planner's choice within the default budget.
+ENTRANCE_DEFAULTS: dict[str, Any] = {"explainers": AUTO, "budget_s": DEFAULT_BUDGET_S}
 
 
 def normalize_methods(spec: Any, *, valid: list[str], kind: str) -> dict[str, dict[str, Any]] | None:

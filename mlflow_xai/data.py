@@ -3,6 +3,11 @@
 Every explainer works on one float matrix. Non-numeric columns the model accepts are encoded as
 category codes for the explainers and decoded back to the original values before each model call,
 so a perturbation never shows the model a value it has not seen.
+
+Missing values (NaN, None, pd.NA) are kept when the model accepts them (see
+:mod:`mlflow_xai.missing`): they are NaN in the float matrix and decoded back to the column's own
+missing value, so the explained population is the one given, not the rows ``dropna`` leaves.
+Infinite values are always refused.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mlflow_xai.errors import InvalidInputError
+from mlflow_xai.missing import accepts_missing, missing_marker
 from mlflow_xai.model import ModelAdapter
 
 _STRING_SCHEMA_TYPES = {"string", "str", "binary", "object", "category"}
@@ -37,25 +43,30 @@ class Encoder:
     categories: dict[str, pd.Index] = field(default_factory=dict)
     wants_frame: bool = True
     array_dtype: Any = None
+    #: The missing value each categorical column uses in the data (None, NaN or pd.NA).
+    missing_markers: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def single_float_dtype(self) -> Any:
-        """The dtype when every column has the same float dtype (no categories), else None."""
+        """The NumPy dtype when every column has the same NumPy float dtype (no categories),
+        else None (pandas' nullable Float64 cannot be the target of ``ndarray.astype``)."""
         kinds = set(self.dtypes.values())
         if self.categories or len(kinds) != 1:
             return None
         kind = next(iter(kinds))
-        return kind if pd.api.types.is_float_dtype(kind) else None
+        return kind if isinstance(kind, np.dtype) and kind.kind == "f" else None
 
     def encode(self, frame: pd.DataFrame) -> np.ndarray:
+        """Rows -> float matrix; a missing value (of any column) becomes NaN."""
         out = np.empty((len(frame), len(self.columns)), dtype=np.float64)
         for j, col in enumerate(self.columns):
             values = frame[col]
             if col in self.categories:
                 codes = pd.Categorical(values, categories=self.categories[col]).codes
-                out[:, j] = codes
+                # Code -1 is pandas' missing category: NaN, never a category's code.
+                out[:, j] = np.where(codes < 0, np.nan, codes)
             else:
-                out[:, j] = values.to_numpy(dtype=np.float64)
+                out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
         return out
 
     def decode(self, X: np.ndarray) -> pd.DataFrame | np.ndarray:
@@ -67,21 +78,41 @@ class Encoder:
             # and this runs for every model call.
             return pd.DataFrame(X.astype(self.single_float_dtype, copy=False),
                                 columns=self.columns)
-        data = {}
-        for j, col in enumerate(self.columns):
-            x = X[:, j]
-            dtype = self.dtypes[col]
-            if col in self.categories:
-                cats = self.categories[col]
-                codes = np.clip(np.rint(x), 0, len(cats) - 1).astype(int)
-                data[col] = pd.Series(cats.take(codes)).astype(dtype, copy=False)
-            elif pd.api.types.is_bool_dtype(dtype):
-                data[col] = x >= 0.5
-            elif pd.api.types.is_integer_dtype(dtype):
-                data[col] = np.rint(x).astype(dtype)
-            else:
-                data[col] = x.astype(dtype, copy=False)
+        data = {col: self._decode_column(X[:, j], col) for j, col in enumerate(self.columns)}
         return pd.DataFrame(data, columns=self.columns)
+
+    def _decode_column(self, x: np.ndarray, col: str) -> Any:
+        dtype = self.dtypes[col]
+        if col in self.categories:
+            return self._decode_category(x, col, np.isnan(x))
+        is_bool = pd.api.types.is_bool_dtype(dtype)
+        if not (is_bool or pd.api.types.is_integer_dtype(dtype)):  # floats hold NaN as it is
+            return x.astype(dtype, copy=False) if isinstance(dtype, np.dtype) \
+                else pd.Series(x).astype(dtype)
+        missing = np.isnan(x)
+        # Perturbed values of bool and int columns are rounded back to values of the column.
+        values = (x >= 0.5) if is_bool else np.rint(x)
+        if not isinstance(dtype, np.dtype):  # nullable Int64 / boolean: NaN becomes pd.NA
+            return pd.Series(np.where(missing, np.nan, values.astype(np.float64))).astype(dtype)
+        if missing.any():
+            # A NumPy int or bool column cannot hold NaN (a background row brought it): float
+            # keeps it missing instead of turning it silently into 0 / False.
+            return np.where(missing, np.nan, values.astype(np.float64))
+        return values if is_bool else values.astype(dtype)
+
+    def _decode_category(self, x: np.ndarray, col: str, missing: np.ndarray) -> pd.Series:
+        """Codes -> the categories; NaN -> the column's own missing value (clipping NaN to a
+        code would silently show the model the first category instead)."""
+        cats, dtype = self.categories[col], self.dtypes[col]
+        if len(cats) == 0:  # nothing but missing values in data and background
+            values = np.full(len(x), self.missing_markers.get(col, np.nan), dtype=object)
+            return pd.Series(values, dtype=object).astype(dtype, copy=False)
+        codes = np.clip(np.rint(np.where(missing, 0, x)), 0, len(cats) - 1).astype(int)
+        if not missing.any():
+            return pd.Series(cats.take(codes)).astype(dtype, copy=False)
+        values = np.asarray(cats.take(codes), dtype=object)
+        values[missing] = self.missing_markers.get(col, np.nan)
+        return pd.Series(values, dtype=object).astype(dtype, copy=False)
 
 
 @dataclass
@@ -130,7 +161,7 @@ def prepare_data(
         if len(bg_given) == 0:
             raise InvalidInputError("background has no rows: pass at least one reference row.")
     encoder = _make_encoder(frame, model, extra=bg_given)
-    _check_finite(frame, encoder, what="data")
+    missing_facts = _check_values(frame, bg_given, encoder, model)
 
     rng = np.random.default_rng(seed)
     rows_total = len(frame)
@@ -154,7 +185,6 @@ def prepare_data(
         bg_source = f"{take} rows sampled from data (seed {seed})"
     else:
         bg_frame = bg_given
-        _check_finite(bg_frame, encoder, what="background")
         bg_source = f"{len(bg_frame)} rows given"
 
     selection_X = selection_y = None
@@ -182,6 +212,8 @@ def prepare_data(
     }
     if selection_X is not None:
         facts["selection_rows"] = int(len(selection_X))
+    if missing_facts is not None:
+        facts["missing_values"] = missing_facts
     return PreparedData(frame=frame, X=encoder.encode(frame), background=encoder.encode(bg_frame),
                         encoder=encoder, targets=y, facts=facts, selection_X=selection_X,
                         selection_targets=selection_y)
@@ -342,9 +374,14 @@ def _make_encoder(frame: pd.DataFrame, model: ModelAdapter,
                 "declares them as strings (the model must then handle the encoding)."
             )
     both = frame if extra is None else pd.concat([frame, extra], ignore_index=True)
-    categories = {c: pd.Index(pd.unique(both[c].dropna())) for c in non_numeric}
+    # A plain object Index in order of appearance: for a pandas category column, pd.unique
+    # gives a Categorical whose own category order would disagree with these positions.
+    categories = {c: pd.Index(np.asarray(pd.unique(both[c].dropna()), dtype=object),
+                              dtype=object) for c in non_numeric}
+    markers = {c: missing_marker(both[c]) for c in non_numeric}
     return Encoder(columns=list(frame.columns), dtypes=dtypes, categories=categories,
-                   wants_frame=model.wants_frame, array_dtype=model.input_dtype)
+                   wants_frame=model.wants_frame, array_dtype=model.input_dtype,
+                   missing_markers=markers)
 
 
 def _model_accepts_strings(model: ModelAdapter, frame: pd.DataFrame, column: str) -> bool:
@@ -352,28 +389,85 @@ def _model_accepts_strings(model: ModelAdapter, frame: pd.DataFrame, column: str
         return False
     if model.input_types is not None:
         return model.input_types.get(column, "").lower() in _STRING_SCHEMA_TYPES
-    # No signature: believe the model if it predicts on the raw rows.
+    # No signature: believe the model if it predicts on the raw rows. Complete rows where there
+    # are some: whether it takes missing values is another question (_check_values asks it).
+    complete = frame.dropna().head(2)
     try:
-        model.predict(frame.head(2))
+        model.predict(complete if len(complete) else frame.head(2))
     except Exception:
         return False
     return True
 
 
-def _check_finite(frame: pd.DataFrame, encoder: Encoder, *, what: str) -> None:
-    bad: dict[str, str] = {}
+def _check_values(frame: pd.DataFrame, background: pd.DataFrame | None, encoder: Encoder,
+                  model: ModelAdapter) -> dict[str, Any] | None:
+    """Refuse infinite values; keep missing ones when the model accepts them.
+
+    Returns the ``missing_values`` facts for ``summary.json`` (None when nothing is missing).
+    ``background`` is the one the user gave (a sampled background comes from ``frame``).
+    """
+    missing, infinite = _count_bad(frame, encoder)
+    bg_missing, bg_infinite = _count_bad(background, encoder) if background is not None \
+        else ({}, {})
+    if infinite:
+        _refuse_infinite("data", missing, infinite, encoder)
+    if bg_infinite:
+        _refuse_infinite("background", bg_missing, bg_infinite, encoder)
+    columns = list(dict.fromkeys([*missing, *bg_missing]))
+    if not columns:
+        return None
+    accepted, how = accepts_missing(model, frame, columns,
+                                    to_model_input=lambda rows: encoder.decode(encoder.encode(rows)))
+    if not accepted:
+        what, counts = ("data", missing) if missing else ("background", bg_missing)
+        _refuse_missing(what, counts, how, encoder)
+    facts: dict[str, Any] = {"columns": missing,
+                             "rows": int(frame[list(missing)].isna().any(axis=1).sum()),
+                             "accepted": True, "how": how}
+    if bg_missing:
+        facts["background_columns"] = bg_missing
+    return facts
+
+
+def _count_bad(frame: pd.DataFrame, encoder: Encoder) -> tuple[dict[str, int], dict[str, int]]:
+    """Per column: missing values (NaN, None, pd.NA) and infinite values, where there are any."""
+    missing: dict[str, int] = {}
+    infinite: dict[str, int] = {}
     for col in frame.columns:
         values = frame[col]
-        n_nan = int(values.isna().sum())
-        n_inf = 0
+        n_missing = int(values.isna().sum())
+        if n_missing:
+            missing[col] = n_missing
         if col not in encoder.categories and not pd.api.types.is_bool_dtype(values.dtype):
             n_inf = int(np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)).sum())
-        if n_nan or n_inf:
-            bad[col] = ", ".join(p for p in (f"{n_nan} NaN" if n_nan else "",
-                                             f"{n_inf} inf" if n_inf else "") if p)
-    if bad:
-        detail = "; ".join(f"'{c}': {v}" for c, v in bad.items())
-        raise InvalidInputError(
-            f"{what} has missing or infinite values in {len(bad)} column(s): {detail}. "
-            "Impute or drop those rows (for example data.dropna()) before explaining."
-        )
+            if n_inf:
+                infinite[col] = n_inf
+    return missing, infinite
+
+
+def _detail(counts: dict[str, int], encoder: Encoder, label: str | None = None) -> str:
+    """``'age': 3 NaN; 'city': 2 missing`` (categorical columns hold None/pd.NA, not NaN)."""
+    return "; ".join(
+        f"'{c}': {n} {label or ('missing' if c in encoder.categories else 'NaN')}"
+        for c, n in counts.items())
+
+
+def _refuse_infinite(what: str, missing: dict[str, int], infinite: dict[str, int],
+                     encoder: Encoder) -> None:
+    also = f" (and missing values: {_detail(missing, encoder)})" if missing else ""
+    raise InvalidInputError(
+        f"{what} has infinite values in {len(infinite)} column(s): "
+        f"{_detail(infinite, encoder, 'inf')}{also}. Infinite inputs cannot be explained: "
+        "perturbations average over them and every attribution becomes infinite or NaN. "
+        "Replace them (for example data.replace([np.inf, -np.inf], np.nan), kept as missing "
+        "values when the model handles them) or drop those rows (data.replace([np.inf, "
+        "-np.inf], np.nan).dropna()) before explaining.")
+
+
+def _refuse_missing(what: str, counts: dict[str, int], how: str, encoder: Encoder) -> None:
+    raise InvalidInputError(
+        f"{what} has missing values in {len(counts)} column(s): {_detail(counts, encoder)}, "
+        f"and the model does not accept them: {how}. Explain a model that handles missing "
+        "values (a Pipeline that imputes first, HistGradientBoosting*, XGBoost, LightGBM), or "
+        "impute or drop those rows (for example data.dropna()) before explaining; dropping "
+        "rows changes which population is explained.")

@@ -68,9 +68,19 @@ EVALUATOR_ONLY_KEYS = frozenset({"disable"})
 SUPPORTED_MODEL_TYPES = ("classifier", "regressor")
 
 
-def parse_evaluator_config(config: dict[str, Any] | None, model_type: str | None):
-    """Evaluator config -> :class:`XaiConfig`; ``targets`` and ``model_type`` come from MLflow."""
-    from mlflow_xai.config import XaiConfig, check_methods
+#: When ``evaluate()`` runs ``xai`` without naming it (every installed evaluator runs), the
+#: explanation must stay cheap next to MLflow's own default evaluator: the planner's choice in
+#: a small budget, on at most 100 rows against 50 background rows, with the checks that call no model.
+IMPLICIT_DEFAULTS: dict[str, Any] = {
+    "explainers": "auto", "budget_s": 1.0, "max_rows": 100, "background_rows": 50,
+    "checks": ["agreement", "bootstrap_importance", "completeness"]}
+
+
+def parse_evaluator_config(config: dict[str, Any] | None, model_type: str | None, *,
+                           implicit: bool = False):
+    """Evaluator config -> :class:`XaiConfig`; ``targets`` and ``model_type`` come from MLflow.
+    ``implicit``: ``xai`` was not named (see :data:`IMPLICIT_DEFAULTS`)."""
+    from mlflow_xai.config import ENTRANCE_DEFAULTS, XaiConfig, check_methods
     from mlflow_xai.errors import ConfigError
 
     options = {k: v for k, v in (config or {}).items()
@@ -88,6 +98,8 @@ def parse_evaluator_config(config: dict[str, Any] | None, model_type: str | None
                      unknown)
         options = {}
     options.setdefault("strict", False)
+    defaults = IMPLICIT_DEFAULTS if implicit else ENTRANCE_DEFAULTS
+    options = {**defaults, **options}
     config = XaiConfig.from_mapping(
         {**options, "model_type": model_type}, where="evaluator_config['xai']")
     check_methods(config)
@@ -112,7 +124,7 @@ class XaiEvaluator(ModelEvaluator):
         # when there is no model id to link them to.
         dest = Destination(run_id, model_id, source="evaluate", log_metrics=model_id is None)
         try:
-            config = parse_evaluator_config(evaluator_config, model_type)
+            config = parse_evaluator_config(evaluator_config, model_type, implicit=not named)
         except Exception as exc:
             if named:  # asked for by name: the caller's mistake to fix
                 raise

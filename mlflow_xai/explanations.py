@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from mlflow_xai.units import group_by_unit, model_output_unit, unit_of
 
 if TYPE_CHECKING:
     from mlflow_xai.base import Attribution
@@ -86,6 +89,21 @@ class Explanations:
         return list(self.importance.columns) + [m for m in self.heatmaps
                                                 if m not in self.importance.columns]
 
+    @property
+    def units(self) -> dict[str, str]:
+        """method -> the unit of its numbers (see :mod:`mlflow_xai.units`)."""
+        return method_units(self.summary, self.methods)
+
+    @property
+    def primary_method(self) -> str | None:
+        """The method that leads tables, plots and the report (``summary['primary_method']``)."""
+        return primary_of(self.summary, self.methods)
+
+    def unit_groups(self) -> list[tuple[str, list[str]]]:
+        """``[(unit, [methods])]``, the primary method's unit (and the primary method) first:
+        the only way several methods may share a table or a plot."""
+        return group_by_unit(self.methods, self.units, self.primary_method)
+
     def top_features(self, method: str, k: int = 5) -> list[str]:
         """The ``k`` features with the largest global importance for ``method``."""
         if method not in self.importance.columns:
@@ -110,3 +128,29 @@ class Explanations:
     def __repr__(self) -> str:
         rows = self.summary.get("data", {}).get("rows_explained")
         return f"Explanations(methods={self.methods}, rows={rows})"
+
+
+def method_units(summary: Mapping[str, Any], methods: Iterable[str] | None = None
+                 ) -> dict[str, str]:
+    """method -> unit: ``methods.<name>.unit`` when recorded, else derived from the method's
+    ``output_space`` (summaries written before units were recorded, or by other producers)."""
+    entries = summary.get("methods") or {}
+    model_unit = model_output_unit(summary.get("model") or {})
+    names = list(entries) if methods is None else list(methods)
+    units = {}
+    for name in names:
+        entry = entries.get(name) or {}
+        units[name] = entry.get("unit") or unit_of(entry.get("output_space"), model_unit)
+    return units
+
+
+def primary_of(summary: Mapping[str, Any], methods: Iterable[str]) -> str | None:
+    """``summary['primary_method']`` when it is among ``methods``; else the pipeline's rule
+    (the first Shapley method, else the first method), so older summaries still get one."""
+    methods = list(methods)
+    primary = summary.get("primary_method")
+    if primary in methods:
+        return primary
+    entries = summary.get("methods") or {}
+    shapley = [m for m in methods if (entries.get(m) or {}).get("shapley")]
+    return (shapley or methods or [None])[0]

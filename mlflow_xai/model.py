@@ -23,6 +23,7 @@ _SKLEARN_TREES = (
     "DecisionTreeClassifier", "DecisionTreeRegressor", "ExtraTreeClassifier", "ExtraTreeRegressor",
     "RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassifier",
     "ExtraTreesRegressor", "GradientBoostingClassifier", "GradientBoostingRegressor",
+    "HistGradientBoostingClassifier", "HistGradientBoostingRegressor",
 )
 
 
@@ -98,6 +99,10 @@ def _is_pyfunc(model: Any) -> bool:
 
 
 def _is_torch_module(model: Any) -> bool:
+    import sys
+
+    if "torch" not in sys.modules:  # no nn.Module exists before torch is imported
+        return False
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
@@ -198,13 +203,27 @@ def _pyfunc_predict(pyfunc: Any) -> Callable[[Any], np.ndarray]:
     return predict
 
 
+def _tree_kind(est: Any) -> str | None:
+    """'sklearn', 'xgboost' or 'lightgbm' when tree_shap can read ``est``'s trees, else None.
+    A scikit-learn Pipeline gets the kind of its final step (tree_shap explains through its
+    preprocessing); the adapter's ``raw`` stays the Pipeline."""
+    if _is_sklearn_pipeline(est):
+        final = est.steps[-1][1] if est.steps else None
+        # A nested Pipeline as the final step is not unwrapped: tree_shap reads one level.
+        return None if final is None or _is_sklearn_pipeline(final) else _tree_kind(final)
+    module = type(est).__module__.split(".")[0]
+    if module == "sklearn" and type(est).__name__ in _SKLEARN_TREES:
+        return "sklearn"
+    return module if module in ("xgboost", "lightgbm") else None
+
+
+def _is_sklearn_pipeline(est: Any) -> bool:
+    return type(est).__name__ == "Pipeline" and type(est).__module__.startswith("sklearn")
+
+
 def _from_estimator(est: Any) -> ModelAdapter:
     module = type(est).__module__.split(".")[0]
-    tree_kind = None
-    if module == "sklearn" and type(est).__name__ in _SKLEARN_TREES:
-        tree_kind = "sklearn"
-    elif module in ("xgboost", "lightgbm"):
-        tree_kind = module
+    tree_kind = _tree_kind(est)
     is_classifier = _is_classifier(est)
     if _is_native_booster(est):
         predict = _booster_predict(est)
@@ -244,7 +263,14 @@ def _booster_predict(booster: Any) -> Callable[[Any], np.ndarray]:
     if type(booster).__module__.startswith("xgboost"):
         import xgboost
 
-        return lambda X: _as_float_output(booster.predict(xgboost.DMatrix(X)))
+        def predict(X: Any) -> np.ndarray:
+            # pandas category columns (enable_categorical models) need the flag in DMatrix.
+            categorical = isinstance(X, pd.DataFrame) and any(
+                isinstance(dtype, pd.CategoricalDtype) for dtype in X.dtypes)
+            return _as_float_output(booster.predict(xgboost.DMatrix(
+                X, enable_categorical=categorical)))
+
+        return predict
     return lambda X: _as_float_output(booster.predict(X))
 
 

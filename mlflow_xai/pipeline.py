@@ -13,14 +13,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from mlflow_xai.base import Attribution, build_task
-from mlflow_xai.checking import build_context, run_checks
-from mlflow_xai.config import XaiConfig, check_methods, normalize_methods
+from mlflow_xai.checking import build_context, checks_to_run, run_checks
+from mlflow_xai.config import XaiConfig, check_methods
 from mlflow_xai.data import PreparedData, prepare_data
 from mlflow_xai.device import PeakMemory, batch_rows, resolve_device
 from mlflow_xai.errors import ModelPredictError, XaiError
 from mlflow_xai.explanations import Explanations
 from mlflow_xai.images import is_image_data, prepare_images
 from mlflow_xai.model import ModelAdapter, resolve_model, set_training
+from mlflow_xai.planner import Plan, applicability, make_plan, requested_methods, wants_plan
 from mlflow_xai.plugins import get_registry
 from mlflow_xai.progress import progress_bar
 from mlflow_xai.units import model_output_unit, unit_of
@@ -105,20 +106,22 @@ class CountingPredict:
 
     def tensor(self, output_index: int | None, *, grad: bool = False) -> Callable | None:
         """Tensor in, tensor out on the device. Torch modules run natively (``grad=True`` keeps
-        the graph); other models go through ``predict`` on the CPU."""
-        import torch
-
+        the graph); other models go through ``predict`` on the CPU. torch is imported only
+        when a method calls the function (a tree model explained by Tree SHAP never needs it)."""
         module = self.model.torch_module
         if module is None:
             if grad:
                 return None
             scalar = self.scalar(output_index)
 
-            def via_numpy(x: torch.Tensor) -> torch.Tensor:
+            def via_numpy(x: Any) -> Any:
+                import torch
+
                 out = scalar(x.detach().cpu().numpy())
                 return torch.as_tensor(out, dtype=torch.float64, device=x.device)
 
             return via_numpy
+        import torch
 
         def native(x: torch.Tensor) -> torch.Tensor:
             self.rows += len(x)
@@ -190,21 +193,52 @@ def _run(model: Any, data: Any, config: XaiConfig) -> Explanations:
     config.validate()
     started = time.time()
     registry = get_registry()
-    methods = _requested_explainers(config, registry)
     device, adapter = _resolve_model_and_device(model, config)
     prepared = _prepare_data(data, adapter, config)
+    if config.selectors and prepared.facts.get("missing_values"):
+        from mlflow_xai.selecting import check_missing_values
+
+        # Before any explainer runs: a selector that needs complete data fails now.
+        check_missing_values(list(_selector_names(config, registry)), registry, prepared)
     counter = CountingPredict(adapter, prepared)
     outputs = _probe_outputs(counter, prepared, adapter, config)
-    results, method_summary = _run_explainers(methods, registry, prepared, adapter, counter,
-                                              outputs.groups, config, device)
-    f_x, row_outputs = _explained_outputs(outputs.values, outputs.groups)
-    _add_efficiency(results, method_summary, registry, f_x)
-    checks = _run_checks(results, methods, registry, prepared, adapter, counter, config,
-                         device, row_outputs, f_x)
+    requested_checks = checks_to_run(config, registry)
+    plan = None
+    if wants_plan(config):
+        plan = make_plan(config=config, registry=registry, prepared=prepared, adapter=adapter,
+                         counter=counter, device=device, output_index=outputs.groups[0][1],
+                         check_rows_per_row=_check_cost_per_row(requested_checks, registry,
+                                                                len(prepared.X)))
+        prepared, outputs = _apply_plan(plan, prepared, outputs, adapter, config)
+        methods = plan.methods
+    else:
+        methods = _requested_explainers(config, registry)
+    work_started = time.perf_counter()
+    bar = progress_bar(total=len(prepared.X) * (_applicable_count(methods, registry, prepared,
+                                                                  adapter, counter, outputs,
+                                                                  device, config)
+                                                + len(requested_checks)),
+                       desc="mlflow-xai", progress=config.progress)
+    try:
+        results, method_summary = _run_explainers(methods, registry, prepared, adapter,
+                                                  counter, outputs.groups, config, device, bar)
+        f_x, row_outputs = _explained_outputs(outputs.values, outputs.groups)
+        _add_efficiency(results, method_summary, registry, f_x)
+        checks = _run_checks(results, methods, registry, prepared, adapter, counter, config,
+                             device, row_outputs, f_x, bar)
+    finally:
+        bar.close()
+    work_seconds = time.perf_counter() - work_started
     selections, selection_summary = _run_selectors(registry, prepared, adapter, counter,
                                                    outputs.groups, config, device)
     summary = _summary(adapter, prepared, config, device, outputs.description, method_summary,
                        started, outputs.probe_rows, selectors=selection_summary, checks=checks)
+    if plan is not None:
+        summary["plan"] = {**plan.record, "spent_s": round(work_seconds, 3)}
+        _warn_over_budget(summary["plan"])
+    from mlflow_xai.report import headline
+
+    summary["headline"] = headline(summary, checks)
     expl = Explanations.build(prepared=prepared, results=results, output_labels=outputs.labels,
                               summary=summary, model=adapter)
     expl.checks = checks
@@ -215,11 +249,15 @@ def _run(model: Any, data: Any, config: XaiConfig) -> Explanations:
 
 def _requested_explainers(config: XaiConfig, registry: Any) -> dict[str, dict[str, Any]]:
     """Explainer name -> parameters: the requested ones (``[]``: none), default all."""
-    if isinstance(config.explainers, (list, tuple)) and not config.explainers:
-        return {}
-    requested = normalize_methods(config.explainers, valid=registry.names("explainer"),
-                                  kind="explainer")
+    requested = requested_methods(config, registry)
     return requested if requested is not None else {n: {} for n in registry.names("explainer")}
+
+
+def _selector_names(config: XaiConfig, registry: Any) -> list[str]:
+    from mlflow_xai.config import normalize_methods
+
+    return list(normalize_methods(config.selectors, valid=registry.names("selector"),
+                                  kind="selector") or {})
 
 
 def _resolve_model_and_device(model: Any, config: XaiConfig) -> tuple[str, ModelAdapter]:
@@ -260,23 +298,84 @@ def _probe_outputs(counter: CountingPredict, prepared: PreparedData, adapter: Mo
 
 def _run_explainers(methods: dict[str, dict[str, Any]], registry: Any, prepared: PreparedData,
                     adapter: ModelAdapter, counter: CountingPredict,
-                    groups: list[tuple[np.ndarray, int | None]], config: XaiConfig, device: str
-                    ) -> tuple[dict[str, Attribution], dict[str, dict[str, Any]]]:
-    """Every explainer in turn, under one progress bar: (results, summary entry per method)."""
+                    groups: list[tuple[np.ndarray, int | None]], config: XaiConfig, device: str,
+                    bar: Any) -> tuple[dict[str, Attribution], dict[str, dict[str, Any]]]:
+    """Every explainer in turn, under the run's progress bar: (results, summary entry per
+    method)."""
     results: dict[str, Attribution] = {}
     summary: dict[str, dict[str, Any]] = {}
-    bar = progress_bar(total=len(prepared.X) * len(methods), desc="mlflow-xai",
-                       progress=config.progress)
-    try:
-        for name, params in methods.items():
-            attribution, summary[name] = _run_explainer(name, params, registry, prepared,
-                                                        adapter, counter, groups, config,
-                                                        device, bar)
-            if attribution is not None:
-                results[name] = attribution
-    finally:
-        bar.close()
+    for name, params in methods.items():
+        attribution, summary[name] = _run_explainer(name, params, registry, prepared,
+                                                    adapter, counter, groups, config,
+                                                    device, bar)
+        if attribution is not None:
+            results[name] = attribution
     return results, summary
+
+
+def _applicable_count(methods: dict[str, dict[str, Any]], registry: Any,
+                      prepared: PreparedData, adapter: ModelAdapter, counter: CountingPredict,
+                      outputs: _Outputs, device: str, config: XaiConfig) -> int:
+    """How many of ``methods`` apply (the progress bar counts only work that will be done)."""
+    if not methods:
+        return 0
+    rows, index = outputs.groups[0]
+    task = build_task(counter=counter, prepared=prepared, model=adapter, device=device,
+                      X=prepared.X[rows[:1]], output_index=index, seed=config.seed,
+                      targets=None if prepared.targets is None else prepared.targets[rows[:1]])
+    return sum(reason is None for reason in applicability(methods, registry, task).values())
+
+
+def _check_cost_per_row(checks: dict[str, dict[str, Any]], registry: Any, n_rows: int
+                        ) -> float:
+    """Model rows per explained row the checks will evaluate (one local method assumed)."""
+    total = 0.0
+    for name, params in checks.items():
+        check = registry.get(name, "check").cls(**params)
+        try:
+            rows = check.estimated_model_rows(check.validate_params(), n_rows=max(n_rows, 1),
+                                              n_methods=1)
+        except Exception:
+            rows = None
+        total += (rows or 0.0) / max(n_rows, 1)
+    return total
+
+
+def _apply_plan(plan: Plan, prepared: PreparedData, outputs: _Outputs, adapter: ModelAdapter,
+                config: XaiConfig) -> tuple[PreparedData, _Outputs]:
+    """Keep the rows and background rows the plan chose (a seeded sample of each)."""
+    if plan.rows is None and plan.background is None:
+        return prepared, outputs
+    import dataclasses
+
+    facts = dict(prepared.facts)
+    changes: dict[str, Any] = {}
+    if plan.background is not None:
+        changes["background"] = prepared.background[plan.background]
+        facts["background_rows"] = int(len(plan.background))
+        facts["background_source"] = (f"{len(plan.background)} of "
+                                      f"{facts.get('background_source')}, sampled by the "
+                                      f"time budget's plan (seed {config.seed})")
+    values = outputs.values
+    if plan.rows is not None:
+        rows = plan.rows
+        changes.update(frame=prepared.frame.iloc[rows], X=prepared.X[rows],
+                       targets=None if prepared.targets is None else prepared.targets[rows])
+        facts["rows_explained"] = int(len(rows))
+        facts["rows_sampled"] = True
+        facts["rows_planned_from"] = int(len(prepared.X))
+        values = values[rows]
+    prepared = dataclasses.replace(prepared, facts=facts, **changes)
+    groups, labels, description = _choose_outputs(values, adapter, config.output)
+    return prepared, _Outputs(values, groups, labels, description, outputs.probe_rows)
+
+
+def _warn_over_budget(plan: dict[str, Any]) -> None:
+    budget, spent = plan.get("budget_s"), plan.get("spent_s")
+    if budget and spent and spent > 1.5 * budget:
+        _logger.warning("mlflow-xai: the explanation took %.1f s, over its budget of %.1f s "
+                        "(the plan's estimate was off); lower max_rows or budget_s, or name "
+                        "cheaper explainers.", spent, budget)
 
 
 def _run_explainer(name: str, params: dict[str, Any], registry: Any, prepared: PreparedData,
@@ -311,9 +410,8 @@ def _run_explainer(name: str, params: dict[str, Any], registry: Any, prepared: P
                      traceback=traceback.format_exc(limit=8))
         bar.update(n_rows)
     else:
-        if attribution is None:
+        if attribution is None:  # not applicable: the bar never counted it
             entry.update(status="skipped", reason=reason)
-            bar.update(n_rows)
         else:
             entry.update(status="ok", output_space=attribution.output_space,
                          unit=unit_of(attribution.output_space,
@@ -330,7 +428,8 @@ def _run_explainer(name: str, params: dict[str, Any], registry: Any, prepared: P
 def _run_checks(results: dict[str, Attribution], methods: dict[str, dict[str, Any]],
                 registry: Any, prepared: PreparedData, adapter: ModelAdapter,
                 counter: CountingPredict, config: XaiConfig, device: str,
-                row_outputs: np.ndarray, f_x: np.ndarray) -> dict[str, dict[str, Any]]:
+                row_outputs: np.ndarray, f_x: np.ndarray, bar: Any
+                ) -> dict[str, dict[str, Any]]:
     """The checks of the explanations (none when no explainer produced a result)."""
     if not results:
         return {}
@@ -338,7 +437,8 @@ def _run_checks(results: dict[str, Attribution], methods: dict[str, dict[str, An
                         prepared=prepared, counter=counter,
                         counter_for=lambda other: CountingPredict(other, prepared),
                         config=config, device=device, row_outputs=row_outputs, f_x=f_x)
-    return run_checks(ctx, registry, config, counter)
+    return run_checks(ctx, registry, config, counter,
+                      on_check_done=lambda: bar.update(len(prepared.X)))
 
 
 def _run_selectors(registry: Any, prepared: PreparedData, adapter: ModelAdapter,
@@ -464,7 +564,26 @@ def _merge(parts: list[tuple[np.ndarray, Attribution]], n: int, d: int) -> Attri
 
     return Attribution(values=place("values", (n, d)), base_values=place("base_values", (n,)),
                        outputs=place("outputs", (n,)), output_space=first.output_space,
-                       info=first.info, standard_errors=place("standard_errors", (n, d)))
+                       info=_merged_info([a.info for _, a in parts]),
+                       standard_errors=place("standard_errors", (n, d)))
+
+
+def _merged_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method's info over its output groups: the first group's, with the sampling figures
+    taken over all groups (largest error, samples and rounds; converged only if all did)."""
+    merged = dict(infos[0])
+    if len(infos) == 1:
+        return merged
+    if "max_standard_error" in merged:
+        errors = [i.get("max_standard_error") for i in infos]
+        merged["max_standard_error"] = None if any(e is None for e in errors) else max(errors)
+    for key in ("samples_used", "rounds"):
+        values = [i[key] for i in infos if isinstance(i.get(key), (int, float))]
+        if values:
+            merged[key] = max(values)
+    if "converged" in merged:
+        merged["converged"] = all(bool(i.get("converged")) for i in infos)
+    return merged
 
 
 def _explained_outputs(outputs_all: np.ndarray, groups: list[tuple[np.ndarray, int | None]]
@@ -529,6 +648,8 @@ def _summary(adapter: ModelAdapter, prepared: PreparedData, config: XaiConfig, d
         "output": output_desc,
         "data": prepared.facts,
         "seed": config.seed,
+        "budget_s": config.budget_s,
+        "log_metrics": config.log_metrics,
         "probe_model_evals": int(probe_rows),
         "methods": methods,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),

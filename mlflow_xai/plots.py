@@ -1,51 +1,98 @@
-"""Bar and beeswarm plots of attributions, drawn without pyplot's global state (thread-safe)."""
+"""Plots of attributions (bar, beeswarm, waterfall, image overlays) and of checks, drawn
+without pyplot's global state (thread-safe).
+
+Each plot has a ``*_figure`` function that builds the :class:`~matplotlib.figure.Figure` (what
+tests inspect) and a ``*_plot`` function that saves it. Axis labels carry the method's unit
+(:mod:`mlflow_xai.units`): a reader must never compare numbers of different units.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from mlflow_xai.report import fmt
+from mlflow_xai.units import MARGIN, MODEL_OUTPUT, PROBABILITY
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 MAX_FEATURES_SHOWN = 20
+#: Units that are a scale of the model's output; the others name a quantity of their own
+#: ("loss increase", "surrogate weight", ...) and are their own label.
+OUTPUT_UNITS = frozenset({PROBABILITY, MARGIN, MODEL_OUTPUT})
 
 
-def _figure(height: float):
+def _figure(height: float, width: float = 8.0, *, constrained: bool = False) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, height), dpi=100)
+    fig = Figure(figsize=(width, height), dpi=100,
+                 layout="constrained" if constrained else None)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _save(fig: Figure, path: str) -> None:
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    fig.savefig(path)
 
 
 def _height(n_features: int) -> float:
     return max(2.5, 0.5 + 0.32 * n_features)
 
 
-def bar_plot(importance: pd.Series, method: str, path: str, *, subtitle: str = "") -> None:
-    """Horizontal bars of global importance, most important on top."""
+def attribution_label(unit: str, *, shapley: bool = False) -> str:
+    """What one attribution is, with its unit: "SHAP value (probability)", "surrogate weight"."""
+    if shapley:
+        return f"SHAP value ({unit})"
+    return f"attribution ({unit})" if unit in OUTPUT_UNITS else unit
+
+
+def importance_label(unit: str, *, local: bool = True, shapley: bool = False) -> str:
+    """The x-axis of a global importance bar plot: "mean |SHAP value| (probability)" for a
+    local method (importance = mean |attribution|), the method's own unit for a global one
+    ("loss increase")."""
+    if not local:
+        return unit
+    if shapley:
+        return f"mean |SHAP value| ({unit})"
+    return f"mean |attribution| ({unit})" if unit in OUTPUT_UNITS else f"mean |{unit}|"
+
+
+def bar_figure(importance: pd.Series, method: str, *, unit: str = MODEL_OUTPUT,
+               local: bool = True, shapley: bool = False) -> Figure:
+    """Horizontal bars of one method's global importance, most important on top."""
     top = importance.sort_values(ascending=False).head(MAX_FEATURES_SHOWN)[::-1]
     fig = _figure(_height(len(top)))
     ax = fig.add_subplot(1, 1, 1)
     ax.barh(range(len(top)), top.to_numpy(), color="#1f77b4")
     ax.set_yticks(range(len(top)), [str(n) for n in top.index])
-    ax.set_xlabel("mean |attribution|" if subtitle != "global" else "importance")
-    hidden = len(importance) - len(top)
+    ax.set_xlabel(importance_label(unit, local=local, shapley=shapley))
     title = f"{method}: global feature importance"
-    if hidden > 0:
+    if len(importance) > len(top):
         title += f" (top {len(top)} of {len(importance)})"
     ax.set_title(title)
     ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path)
+    return fig
 
 
-def beeswarm_plot(values: pd.DataFrame, features: pd.DataFrame, method: str, path: str,
-                  *, seed: int = 0) -> None:
+def bar_plot(importance: pd.Series, method: str, path: str, *, unit: str = MODEL_OUTPUT,
+             local: bool = True, shapley: bool = False) -> None:
+    _save(bar_figure(importance, method, unit=unit, local=local, shapley=shapley), path)
+
+
+def beeswarm_figure(values: pd.DataFrame, features: pd.DataFrame, method: str, *,
+                    unit: str = MODEL_OUTPUT, shapley: bool = False, seed: int = 0) -> Figure:
     """One row per feature: each dot is one explained row's attribution, coloured by the
     feature's value (low = blue, high = red), features ordered by mean |attribution|."""
     from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
 
     order = values.abs().mean().sort_values(ascending=False).index[:MAX_FEATURES_SHOWN][::-1]
     fig = _figure(_height(len(order)) + 0.6)
@@ -59,16 +106,19 @@ def beeswarm_plot(values: pd.DataFrame, features: pd.DataFrame, method: str, pat
         ax.scatter(attr, y + jitter, c=cmap(colour), s=9, alpha=0.8, linewidths=0)
     ax.axvline(0.0, color="#888888", linewidth=0.8)
     ax.set_yticks(range(len(order)), [str(n) for n in order])
-    ax.set_xlabel("attribution (impact on model output)")
+    ax.set_xlabel(attribution_label(unit, shapley=shapley))
     ax.set_title(f"{method}: attributions per row")
     ax.spines[["top", "right"]].set_visible(False)
-    from matplotlib.cm import ScalarMappable
-
     bar = fig.colorbar(ScalarMappable(cmap=cmap), ax=ax, ticks=[0, 1], aspect=40, pad=0.02)
     bar.ax.set_yticklabels(["low", "high"])
     bar.set_label("feature value")
-    fig.tight_layout()
-    fig.savefig(path)
+    return fig
+
+
+def beeswarm_plot(values: pd.DataFrame, features: pd.DataFrame, method: str, path: str,
+                  *, unit: str = MODEL_OUTPUT, shapley: bool = False, seed: int = 0) -> None:
+    _save(beeswarm_figure(values, features, method, unit=unit, shapley=shapley, seed=seed),
+          path)
 
 
 def _normalised(column: pd.Series) -> np.ndarray:
@@ -92,29 +142,179 @@ def _swarm_offsets(attr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 MAX_IMAGES_SHOWN = 8
+#: Rows shown per waterfall: the largest contributions, the rest folded into one bar.
+WATERFALL_MAX_DISPLAY = 10
+_RAISES, _LOWERS = "#e0115f", "#1e88e5"  # shap's waterfall colours: up magenta, down blue
+
+
+@dataclass(frozen=True)
+class WaterfallData:
+    """One row's waterfall, bottom to top: bar ``i`` spans ``starts[i]`` to
+    ``starts[i] + contributions[i]``; the first starts at ``base``, the last ends at ``end``."""
+
+    base: float
+    end: float
+    labels: list[str]
+    contributions: list[float]
+    starts: list[float]
+
+
+def waterfall_data(values: pd.Series, base: float, features: Mapping[str, Any] | None = None,
+                   *, max_display: int = WATERFALL_MAX_DISPLAY) -> WaterfallData:
+    """The bars of one row's waterfall: the ``max_display - 1`` largest |contributions| as
+    ``feature = value``, the rest summed into ``other N features`` (so the bars still add up
+    to ``end - base``), the largest on top."""
+    order = values.abs().sort_values(ascending=False, kind="stable").index
+    if len(order) > max_display:
+        shown, rest = list(order[:max_display - 1]), list(order[max_display - 1:])
+    else:
+        shown, rest = list(order), []
+    labels = [_feature_label(f, features) for f in shown][::-1]
+    contributions = [float(values[f]) for f in shown][::-1]
+    if rest:
+        labels.insert(0, f"other {len(rest)} features")
+        contributions.insert(0, float(values[rest].sum()))
+    starts = list(float(base) + np.concatenate([[0.0], np.cumsum(contributions)[:-1]]))
+    return WaterfallData(base=float(base), end=float(base) + float(np.sum(contributions)),
+                         labels=labels, contributions=contributions, starts=starts)
+
+
+def _feature_label(feature: Any, features: Mapping[str, Any] | None) -> str:
+    if features is None or feature not in features:
+        return str(feature)
+    value = features[feature]
+    shown = fmt(value) if isinstance(value, (int, float, np.number)) else str(value)
+    return f"{feature} = {shown if len(shown) <= 20 else shown[:19] + '…'}"
+
+
+def extreme_rows(attributions: pd.DataFrame, base_values: pd.Series) -> list[Any]:
+    """Index labels of the rows with the highest and the lowest output (base + sum of
+    attributions, which is f(x) for Shapley values); one label when there is one row."""
+    output = base_values.reindex(attributions.index).astype(float) + attributions.sum(axis=1)
+    high, low = output.idxmax(), output.idxmin()
+    return [high] if high == low else [high, low]
+
+
+def waterfall_figure(attributions: pd.DataFrame, base_values: pd.Series,
+                     features: pd.DataFrame | None, method: str, *, unit: str = MODEL_OUTPUT,
+                     shapley: bool = False) -> Figure:
+    """Shap-style waterfalls for the rows with the highest and the lowest output, side by side:
+    from the base value, each feature's contribution, up to f(x)."""
+    rows = extreme_rows(attributions, base_values)
+    fig = _figure(_height(WATERFALL_MAX_DISPLAY + 1) + 0.4, 6.0 * len(rows), constrained=True)
+    for i, (row, which) in enumerate(zip(rows, ("highest", "lowest"))):
+        ax = fig.add_subplot(1, len(rows), i + 1)
+        shown = features.loc[row] if features is not None and row in features.index else None
+        data = waterfall_data(attributions.loc[row].astype(float),
+                              float(base_values.loc[row]), shown)
+        _draw_waterfall(ax, data, unit=unit, shapley=shapley)
+        ax.set_title(f"{which} output: row {row}" if len(rows) > 1 else f"row {row}")
+    fig.suptitle(f"{method}: contributions from the base value to the output")
+    return fig
+
+
+def _draw_waterfall(ax: Any, data: WaterfallData, *, unit: str, shapley: bool) -> None:
+    ys = range(len(data.labels))
+    colours = [_RAISES if c >= 0 else _LOWERS for c in data.contributions]
+    ax.barh(ys, data.contributions, left=data.starts, color=colours, height=0.6)
+    span = max(abs(data.end - data.base), *(abs(c) for c in data.contributions), 1e-12)
+    for y, start, c in zip(ys, data.starts, data.contributions):
+        # The value sits just past the bar's far end, on the side the bar moves to.
+        ax.text(start + c + (0.01 * span if c >= 0 else -0.01 * span), y,
+                f"+{fmt(c)}" if c >= 0 else fmt(c), va="center",
+                ha="left" if c >= 0 else "right", fontsize=8)
+    ax.set_yticks(list(ys), data.labels, fontsize=8)
+    end_name = "f(x)" if shapley else "base + Σ attributions"
+    ax.axvline(data.base, color="#888888", linewidth=0.8, linestyle="--")
+    ax.axvline(data.end, color="#444444", linewidth=0.8, linestyle="--")
+    ax.text(data.base, -0.9, f"base value = {fmt(data.base)}", ha="center", va="top",
+            fontsize=8, color="#555555")
+    ax.text(data.end, len(data.labels) - 0.3, f"{end_name} = {fmt(data.end)}",
+            ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(-1.6, len(data.labels) + 0.4)
+    lo = min(data.base, data.end, *data.starts, *(s + c for s, c in
+                                                   zip(data.starts, data.contributions)))
+    hi = max(data.base, data.end, *data.starts, *(s + c for s, c in
+                                                   zip(data.starts, data.contributions)))
+    ax.set_xlim(lo - 0.25 * span, hi + 0.25 * span)  # room for the value labels
+    ax.set_xlabel(f"output ({unit})" if unit in OUTPUT_UNITS else unit)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def waterfall_plot(attributions: pd.DataFrame, base_values: pd.Series,
+                   features: pd.DataFrame | None, method: str, path: str, *,
+                   unit: str = MODEL_OUTPUT, shapley: bool = False) -> None:
+    _save(waterfall_figure(attributions, base_values, features, method, unit=unit,
+                           shapley=shapley), path)
+
+
+def overlay_figure(images: np.ndarray, maps: np.ndarray, method: str, *,
+                   labels: list | None = None, unit: str | None = None) -> Figure:
+    """For the first few images: the image (top row) above its attribution map laid over a
+    grey copy of it (bottom row), one colour scale for all, shown by one colorbar."""
+    k = min(MAX_IMAGES_SHOWN, len(images))
+    shown = np.asarray(maps[:k], dtype=float)
+    cmap, norm, extend = _map_scale(shown)
+    fig = _figure(4.6, 1.9 * k + 1.4, constrained=True)
+    axes = fig.subplots(2, k, squeeze=False)
+    mappable = None
+    for i in range(k):
+        top, bottom = axes[0, i], axes[1, i]
+        _show_image(top, images[i])
+        top.set_title(f"explained: {labels[i]}" if labels is not None else f"image {i + 1}",
+                      fontsize=9)
+        bottom.imshow(np.asarray(images[i], dtype=float).mean(axis=0), cmap="gray",
+                      interpolation="nearest")
+        mappable = bottom.imshow(shown[i], cmap=cmap, norm=norm, alpha=0.75,
+                                 interpolation="nearest")
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("attribution")
+    label = f"attribution ({unit})" if unit in OUTPUT_UNITS else (unit or "attribution")
+    fig.colorbar(mappable, ax=axes[1, :].tolist(), label=label, extend=extend, shrink=0.9)
+    fig.suptitle(f"{method}: attribution maps", fontsize=11)
+    return fig
 
 
 def overlay_plot(images: np.ndarray, maps: np.ndarray, method: str, path: str, *,
-                 labels: list | None = None) -> None:
-    """The first few images (grey) with the attribution heat map on top (red = raises the
-    explained output, blue = lowers it), one column per image."""
-    k = min(MAX_IMAGES_SHOWN, len(images))
-    fig = _figure(2.6)
-    fig.set_size_inches(1.9 * k + 0.6, 2.6)
-    for i in range(k):
-        ax = fig.add_subplot(1, k, i + 1)
-        grey = images[i].mean(axis=0)
-        ax.imshow(grey, cmap="gray", interpolation="nearest")
-        limit = float(np.abs(maps[i]).max()) or 1.0
-        ax.imshow(maps[i], cmap="bwr", alpha=0.55, vmin=-limit, vmax=limit,
+                 labels: list | None = None, unit: str | None = None) -> None:
+    _save(overlay_figure(images, maps, method, labels=labels, unit=unit), path)
+
+
+def _map_scale(maps: np.ndarray) -> tuple[str, Any, str]:
+    """(colormap, norm, colorbar extend). Signed maps: 'RdBu_r', symmetric about 0, so white
+    means "no effect" and red/blue are equally strong; one-signed maps: 'magma' (perceptually
+    uniform) over their own range. Limits are the 99.5th percentile so one hot pixel does not
+    wash out every other image; the colorbar's arrows say when values go beyond."""
+    from matplotlib.colors import Normalize
+
+    finite = maps[np.isfinite(maps)]
+    if finite.size == 0:
+        return "magma", Normalize(0.0, 1.0), "neither"
+    if finite.min() < 0 < finite.max():
+        limit = float(np.percentile(np.abs(finite), 99.5)) or float(np.abs(finite).max())
+        extend = "both" if np.abs(finite).max() > limit else "neither"
+        return "RdBu_r", Normalize(-limit, limit), extend
+    lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
+    if hi <= lo:
+        lo, hi = float(finite.min()), float(finite.min()) + 1.0
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max",
+              (True, True): "both"}[(finite.min() < lo, finite.max() > hi)]
+    return "magma", Normalize(lo, hi), extend
+
+
+def _show_image(ax: Any, image: np.ndarray) -> None:
+    """An (C, H, W) image as it looks: RGB when it has 3 channels, else grey."""
+    image = np.asarray(image, dtype=float)
+    if image.shape[0] == 3:
+        rgb = np.moveaxis(image, 0, -1)
+        lo, hi = rgb.min(), rgb.max()
+        ax.imshow((rgb - lo) / (hi - lo) if hi > lo else np.zeros_like(rgb),
                   interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if labels is not None:
-            ax.set_title(f"explained: {labels[i]}", fontsize=9)
-    fig.suptitle(f"{method}: attribution heat maps", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path)
+    else:
+        ax.imshow(image.mean(axis=0), cmap="gray", interpolation="nearest")
 
 
 def check_plot(name: str, entry: dict, path: str) -> None:
@@ -143,8 +343,7 @@ def _curves_plot(name: str, curves: dict, path: str) -> None:
         ax.spines[["top", "right"]].set_visible(False)
     fig.axes[0].legend(fontsize=7)
     fig.suptitle(f"{name}: removing (inserting) features in attribution order", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
 
 
 def _matrix_plot(name: str, matrix: dict, path: str) -> None:
@@ -160,8 +359,7 @@ def _matrix_plot(name: str, matrix: dict, path: str) -> None:
             ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=ax, label="Spearman correlation of global importance")
     ax.set_title(f"{name}: method x method rank correlation")
-    fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
 
 
 def _cascade_plot(name: str, cascade: dict, path: str) -> None:
@@ -174,8 +372,7 @@ def _cascade_plot(name: str, cascade: dict, path: str) -> None:
     ax.set_ylabel("rank correlation with original")
     ax.set_title(f"{name}: explanations must change")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
 
 
 def _figures_plot(name: str, figures: dict, thresholds: dict, path: str) -> None:
@@ -196,10 +393,10 @@ def _figures_plot(name: str, figures: dict, thresholds: dict, path: str) -> None
         colours.append("#2ca02c" if ok else "#d62728")
     ax.barh(range(len(values)), values, color=colours)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("figure value")
     ax.set_title(f"{name} (green: passes its threshold, red: fails)")
     ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
 
 
 def selection_plot(selection: Any, path: str) -> None:
@@ -224,5 +421,4 @@ def selection_plot(selection: Any, path: str) -> None:
         ax.text(0.99, 0.01, f"bootstrap stability: {', '.join(parts)}", transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=8, color="#555555")
     ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)

@@ -53,7 +53,9 @@ class Destination:
         registered: ``(name, version)`` of a registered model version it describes.
         source: the entrance (``autolog``, ``evaluate``, ``cli``, ``watch``, ``distributed``,
             ``api``): the tag ``mlflow_xai.source``, the one difference between entrances.
-        log_metrics: ``False`` for the evaluator when MLflow logs the returned metrics itself.
+        log_metrics: ``False`` for the evaluator when MLflow logs the returned metrics itself
+            (the same set, :func:`mlflow_xai.artifacts.metrics_for`). *Which* metrics is not
+            chosen here but by the explanation's ``summary["log_metrics"]``.
         tags: more run tags (entrance-specific labels).
     """
 
@@ -125,6 +127,7 @@ def record(expl: Explanations, dest: Destination) -> str:
 
     run_id = _resolve_run(dest.run_id)
     _bind(expl.summary, dest, run_id)
+    # summary["log_metrics"] chooses the set: the headline (default) or every figure ("all").
     metrics = metrics_for(expl) if dest.log_metrics else {}
     with tempfile.TemporaryDirectory(prefix="mlflow-xai-") as tmp:
         write_artifacts(expl, tmp)

@@ -1,34 +1,146 @@
-"""``xai/report.html``: one self-contained page (inline images, no network) with the top
-features per method, the agreement matrix, every check with its verdict, the policy outcome,
-data and model facts, and timings. Every user-controlled string is escaped."""
+"""``xai/report.html``: one self-contained page (inline images, no network) with a headline
+verdict, the plan, the top features per method (grouped by unit), the agreement matrix, every
+check with its verdict, the policy outcome, data and model facts, and timings. Every
+user-controlled string is escaped; every number is shown to 3 significant digits (:func:`fmt`).
+"""
 
 from __future__ import annotations
 
 import base64
 import html
-import json
+import math
+import numbers
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlflow_xai.units import group_by_unit
+
 TOP_K = 10
+OK, WARNINGS, FAILED = "ok", "ok with warnings", "failed"
+#: A reason line names at most this many items, then "and N more" (it must stay one line).
+_MAX_NAMED = 3
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;
 max-width:1100px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
+h3{font-size:14px;margin:14px 0 4px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
 td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f5f5f5}.pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}
 .unknown,.skipped{color:#9a6700}.muted{color:#666;font-size:12px}img{max-width:100%}
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff}
 .badge.passed,.badge.ok{background:#1a7f37}.badge.failed{background:#cf222e}
-.badge.skipped{background:#9a6700}
+.badge.skipped,.badge.warnings{background:#9a6700}
+.reason{margin-top:-8px}.not-applicable{margin:8px 0;font-size:13px;color:#555}
 """
+# No network: images are inline and the page may load nothing else.
+_HEAD = ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
+         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
+         "img-src data:; style-src 'unsafe-inline'\">"
+         f"<title>mlflow-xai report</title><style>{_STYLE}</style></head><body>")
+#: The headline's CSS class (a class name cannot hold spaces).
+_BADGE = {OK: "ok", WARNINGS: "warnings", FAILED: "failed"}
 
 
 def e(value: Any) -> str:
     """Escape anything for HTML text or attribute context."""
     return html.escape(str(value), quote=True)
+
+
+def fmt(x: Any) -> str:
+    """A number as the report shows it: 3 significant digits, no float noise.
+
+    Integers (counts: rows, model evaluations) are exact. Floats from 0.001 to 100000 are
+    positional ("0.00123", "12.3", "12300"); outside that range Python's ``.3g`` (scientific,
+    "3.15e-16", "1.23e+05"; positional down to 1e-4).
+    Tiny values are *not* shown as "0" or "≈0": a number has no scale of its own here, and the
+    magnitude is the information (an efficiency gap of 2.22e-16 says "exact up to float
+    rounding", one of 1e-03 says "approximate"). Anything else is ``str(x)``; None is "-".
+    """
+    if x is None:
+        return "-"
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        return str(x)
+    if isinstance(x, numbers.Integral):
+        return str(int(x))
+    x = float(x)
+    if not math.isfinite(x):
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    if x == 0:
+        return "0"
+    if not 1e-3 <= abs(x) < 1e5:
+        return f"{x:.3g}"
+    decimals = 2 - math.floor(math.log10(abs(x)))
+    text = f"{round(x, decimals):.{max(decimals, 0)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def headline(summary: Mapping[str, Any], checks: Mapping[str, Any] | None = None) -> str:
+    """The run's outcome in one word: 'failed', 'ok with warnings' or 'ok' (see
+    :func:`assess`). ``checks`` are the full check entries (with verdicts); without them only
+    the check statuses in ``summary['checks']`` count."""
+    return assess(summary, checks)[0]
+
+
+def assess(summary: Mapping[str, Any], checks: Mapping[str, Any] | None = None
+           ) -> tuple[str, list[str]]:
+    """(headline, reasons). 'failed' when an explainer failed, nothing was explained, or a
+    check's verdict is 'fail'; 'ok with warnings' when a check or selector could not run, a
+    verdict is 'unknown', or the time budget cut planned work; else 'ok'."""
+    checks = (summary.get("checks") or {}) if checks is None else checks
+    failures = _failures(summary, checks)
+    if failures:
+        return FAILED, failures
+    warnings = _warnings(summary, checks)
+    return (WARNINGS, warnings) if warnings else (OK, [])
+
+
+def _failures(summary: Mapping[str, Any], checks: Mapping[str, Any]) -> list[str]:
+    methods = summary.get("methods") or {}
+    reasons = []
+    broken = [m for m, entry in methods.items() if entry.get("status") == "failed"]
+    if broken:
+        reasons.append(f"explainer failed: {_names(broken)}")
+    if not any(entry.get("status") == "ok" for entry in methods.values()):
+        reasons.append("nothing was explained: no explainer produced a result")
+    failing = _verdicts(checks, "fail")
+    if failing:
+        reasons.append(f"check verdict 'fail': {_names(failing)}")
+    if not reasons and summary.get("status") == "failed":
+        reasons.append("the run's status is 'failed'")
+    return reasons
+
+
+def _warnings(summary: Mapping[str, Any], checks: Mapping[str, Any]) -> list[str]:
+    reasons = []
+    broken = [n for n, entry in checks.items() if entry.get("status") == "failed"]
+    if broken:
+        reasons.append(f"check could not run: {_names(broken)}")
+    unknown = _verdicts(checks, "unknown")
+    if unknown:
+        reasons.append(f"verdict unknown (no finite figure): {_names(unknown)}")
+    selectors = [n for n, entry in (summary.get("selectors") or {}).items()
+                 if entry.get("status") == "failed"]
+    if selectors:
+        reasons.append(f"selector failed: {_names(selectors)}")
+    plan = summary.get("plan") or {}
+    if plan.get("cut"):
+        reasons.append("the time budget cut planned work"
+                       + (f" ({plan['cut']})" if isinstance(plan["cut"], str) else ""))
+    return reasons
+
+
+def _verdicts(checks: Mapping[str, Any], verdict: str) -> list[str]:
+    """'check (figure)' for every figure whose verdict is ``verdict``."""
+    return [f"{name} ({figure})" for name, entry in checks.items()
+            for figure, v in (entry.get("verdicts") or {}).items() if v == verdict]
+
+
+def _names(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_NAMED])
+    return shown + (f" and {len(items) - _MAX_NAMED} more" if len(items) > _MAX_NAMED else "")
 
 
 def write_report(expl: Any, root: Path) -> Path:
@@ -39,26 +151,38 @@ def write_report(expl: Any, root: Path) -> Path:
 
 def render(expl: Any, root: Path) -> str:
     s = expl.summary
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
-             f"<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
-             f"img-src data:; style-src 'unsafe-inline'\">"
-             f"<title>mlflow-xai report</title><style>{_STYLE}</style></head><body>",
-             f"<h1>Explanation report <span class='badge {e(s['status'])}'>{e(s['status'])}"
-             f"</span></h1>",
-             _facts(s)]
+    parts = [_HEAD, _header(s, expl.checks or None),
+             _facts(s, expl.primary_method)]
+    if s.get("plan"):
+        parts.append(_plan(s["plan"]))
     if expl.governance is not None:
         parts.append(_governance(expl.governance))
     parts.append(_top_features(expl))
-    parts.append(_methods(s))
-    if expl.checks:
+    parts.append(_methods(s, expl))
+    if any(entry.get("status") != "skipped" for entry in expl.checks.values()):
         parts.append(_checks(expl.checks, root))
     if getattr(expl, "selection", None):
         parts.append(_selection(expl.selection, root))
     parts.append(_plots(expl, root))
     parts.append("<p class='muted'>Written by mlflow-xai "
-                 f"{e(s['versions'].get('mlflow-xai'))}; all values computed in this run.</p>")
+                 f"{e((s.get('versions') or {}).get('mlflow-xai'))}; all values computed in "
+                 "this run.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _header(s: Mapping[str, Any], checks: Mapping[str, Any] | None) -> str:
+    """The headline badge (``summary['headline']`` when the pipeline stored one), and why
+    when it is not 'ok'."""
+    computed, reasons = assess(s, checks)
+    verdict = s.get("headline") or computed
+    badge = _BADGE.get(verdict, "skipped")
+    line = f"<h1>Explanation report <span class='badge {badge}'>{e(verdict)}</span></h1>"
+    if verdict == OK:
+        return line
+    # A stored headline may be stricter than what this page can see; never show no reason.
+    why = "; ".join(reasons) if reasons else "see the sections below"
+    return line + f"<p class='reason {badge}'>{e(why)}</p>"
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -67,28 +191,56 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _facts(s: dict) -> str:
+def _facts(s: Mapping[str, Any], primary: str | None) -> str:
     model, data = s["model"], s["data"]
     rows = [
         ["model", e(model.get("uri") or model.get("class") or model.get("kind"))],
         ["model id", e(model.get("model_id") or "-")],
         ["model kind", e(f"{model.get('kind')} ({model.get('class')})")],
         ["explained output", e(s.get("output"))],
-        ["rows explained", e(f"{data['rows_explained']} of {data['rows_total']}"
+        ["primary method", e(primary or "-")],
+        ["explainers' status", e(s.get("status"))],
+        ["rows explained", e(f"{fmt(data.get('rows_explained'))} of "
+                             f"{fmt(data.get('rows_total'))}"
                              + (" (sampled)" if data.get("rows_sampled") else ""))],
         ["features", e(data.get("features", data.get("image_shape")))],
         ["background", e(data.get("background_source"))],
         ["device", e(s.get("device"))],
         ["seed", e(s.get("seed"))],
-        ["total time", e(f"{s.get('seconds')} s")],
+        ["total time", e(f"{fmt(s.get('seconds'))} s")],
     ]
     return "<h2>Data and model</h2>" + _table(["fact", "value"], rows)
 
 
+def _plan(plan: Mapping[str, Any]) -> str:
+    """What the planner chose within the time budget, what it left out, and whether the
+    budget cut planned work (``summary['plan']``)."""
+    budget = plan.get("budget_s")
+    line = (f"Time budget {fmt(budget)} s, spent {fmt(plan.get('spent_s'))} s."
+            if budget is not None else f"No time budget; spent {fmt(plan.get('spent_s'))} s.")
+    if plan.get("rows") is not None:
+        line += (f" Rows explained: {fmt(plan['rows'])} of "
+                 f"{fmt(plan.get('rows_available'))} available.")
+    parts = ["<h2>Plan</h2>", f"<p>{e(line)}</p>"]
+    if plan.get("cut"):
+        detail = f": {plan['cut']}" if isinstance(plan["cut"], str) else "."
+        parts.append(f"<p class='fail'>The time budget cut planned work{e(detail)}</p>")
+    chosen = [[e(c.get("method")), e(_params(c.get("params") or {})), e(c.get("why", ""))]
+              for c in plan.get("chosen") or []]
+    if chosen:
+        parts.append(_table(["chosen method", "parameters", "why"], chosen))
+    left = [[e(c.get("method")), e(c.get("why", ""))] for c in plan.get("left_out") or []]
+    if left:
+        parts.append(_table(["left out", "why"], left))
+    return "\n".join(parts)
+
+
+def _params(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={fmt(v)}" for k, v in params.items()) or "defaults"
+
+
 def _governance(gov: dict) -> str:
-    rows = [[e(r["name"]), e(r["kind"]), e(r["figure"]),
-             e("-" if r["value"] is None else (f"{r['value']:.4g}"
-                                               if isinstance(r["value"], float) else r["value"])),
+    rows = [[e(r["name"]), e(r["kind"]), e(r["figure"]), e(fmt(r["value"])),
              f"<span class='{e(r['verdict'])}'>{e(r['verdict'])}</span>", e(r["message"])]
             for r in gov["rules"]]
     return (f"<h2>Policy <span class='badge {e(gov['verdict'])}'>{e(gov['verdict'])}</span>"
@@ -96,41 +248,96 @@ def _governance(gov: dict) -> str:
 
 
 def _top_features(expl: Any) -> str:
+    """One table per unit, methods side by side within it (primary first): numbers in
+    different units cannot be compared, so no table puts them in one ranking."""
     if expl.importance.empty:
         return ""
-    ranks = expl.importance
-    rows = []
-    for method in ranks.columns:
-        top = ranks[method].sort_values(ascending=False).head(TOP_K)
-        rows.append([e(method), "<ol>" + "".join(
-            f"<li>{e(f)} <span class='muted'>{v:.4g}</span></li>" for f, v in top.items())
-            + "</ol>"])
-    return f"<h2>Top {TOP_K} features per method</h2>" + _table(["method", "features"], rows)
+    primary = expl.primary_method
+    groups = [(unit, [m for m in methods if m in expl.importance.columns])
+              for unit, methods in expl.unit_groups()]
+    groups = [(unit, methods) for unit, methods in groups if methods]
+    parts = [f"<h2>Top {TOP_K} features per method</h2>"]
+    if len(groups) > 1:
+        parts.append("<p class='muted'>Grouped by unit: importances in different units are "
+                     "not comparable, so they are never ranked together.</p>")
+    for unit, methods in groups:
+        parts.append(f"<h3>Unit: {e(unit)}</h3>")
+        parts.append(_ranking(expl.importance[methods], primary))
+    return "\n".join(parts)
 
 
-def _methods(s: dict) -> str:
+def _ranking(importance: Any, primary: str | None) -> str:
+    """Rank x method: each cell the feature at that rank and its importance."""
+    tops = {m: importance[m].sort_values(ascending=False).head(TOP_K) for m in importance}
+    headers = ["rank"] + [f"{m} (primary)" if m == primary else m for m in importance]
     rows = []
-    for name, m in s["methods"].items():
-        status = m["status"]
-        note = m.get("reason") or m.get("error") or ""
-        rows.append([e(name), f"<span class='{e(status)}'>{e(status)}</span>",
-                     e(m.get("seconds")), e(m.get("model_evals")),
-                     e(m.get("efficiency_max_abs_gap", "")), e(note)])
-    for name, c in (s.get("selectors") or {}).items():
-        rows.append([e(f"selector: {name}"), f"<span class='{e(c['status'])}'>"
-                     f"{e(c['status'])}</span>", e(c.get("seconds")), e(c.get("model_evals")),
-                     "", e(c.get("reason") or c.get("error") or "")])
-    for name, c in (s.get("checks") or {}).items():
-        rows.append([e(f"check: {name}"), f"<span class='{e(c['status'])}'>{e(c['status'])}"
-                     "</span>", e(c.get("seconds")), e(c.get("model_evals")), "",
-                     e(c.get("reason") or c.get("error") or "")])
-    return "<h2>Methods and timings</h2>" + _table(
-        ["method", "status", "seconds", "model evaluations", "efficiency gap", "note"], rows)
+    for rank in range(max(len(t) for t in tops.values())):
+        row = [str(rank + 1)]
+        for top in tops.values():
+            if rank < len(top):
+                feature, value = top.index[rank], top.iloc[rank]
+                row.append(f"{e(feature)} <span class='muted'>{e(fmt(value))}</span>")
+            else:
+                row.append("")
+        rows.append(row)
+    return _table(headers, rows)
+
+
+def _methods(s: Mapping[str, Any], expl: Any) -> str:
+    """Every method that ran or failed (primary first, then by unit); the ones that did not
+    apply are folded into one line below the table."""
+    entries = s.get("methods") or {}
+    units = expl.units
+    ran = [m for m, entry in entries.items() if entry.get("status") == "ok"]
+    order = [m for _, group in group_by_unit(ran, units, expl.primary_method) for m in group]
+    order += [m for m, entry in entries.items() if entry.get("status") not in ("ok", "skipped")]
+    rows = [_method_row(name, entries[name], units.get(name) if name in ran else None)
+            for name in order]
+    for kind, key in (("selector", "selectors"), ("check", "checks")):
+        for name, entry in (s.get(key) or {}).items():
+            if entry.get("status") != "skipped":
+                rows.append(_method_row(f"{kind}: {name}", entry, None))
+    return ("<h2>Methods and timings</h2>" + _table(
+        ["method", "unit", "status", "seconds", "model evaluations", "efficiency gap", "note"],
+        rows) + _not_applicable(s))
+
+
+def _method_row(label: str, entry: Mapping[str, Any], unit: str | None) -> list[str]:
+    status = entry.get("status", "")
+    gap = entry.get("efficiency_max_abs_gap")
+    return [e(label), e(unit or "-"), f"<span class='{e(status)}'>{e(status)}</span>",
+            e(fmt(entry.get("seconds"))), e(fmt(entry.get("model_evals"))),
+            e("" if gap is None else fmt(gap)),
+            e(entry.get("reason") or entry.get("error") or "")]
+
+
+def _not_applicable(s: Mapping[str, Any]) -> str:
+    """One element for every explainer, selector and check that did not apply: their names on
+    one line, the reasons inside a <details> (a long list of skips must not bury the rest)."""
+    skipped = []
+    for prefix, key in (("", "methods"), ("selector: ", "selectors"), ("check: ", "checks")):
+        for name, entry in (s.get(key) or {}).items():
+            if entry.get("status") == "skipped":
+                skipped.append((prefix + name, _short_reason(name, entry.get("reason"))))
+    if not skipped:
+        return ""
+    items = "".join(f"<li><b>{e(label)}</b>: {e(reason)}</li>" for label, reason in skipped)
+    names = ", ".join(label for label, _ in skipped)
+    return (f"<details class='not-applicable'><summary>Not applicable: {e(names)}</summary>"
+            f"<ul>{items}</ul></details>")
+
+
+def _short_reason(name: str, reason: str | None) -> str:
+    """'tree_shap needs a tree model' -> 'needs a tree model': the name is already shown."""
+    reason = reason or "not applicable to this model or data"
+    return reason[len(name) + 1:] if reason.startswith(f"{name} ") else reason
 
 
 def _checks(checks: dict, root: Path) -> str:
     parts = ["<h2>Checks</h2>"]
     for name, entry in checks.items():
+        if entry["status"] == "skipped":  # listed under "Not applicable"
+            continue
         parts.append(f"<h3>{e(name)} <span class='{e(entry['status'])}'>{e(entry['status'])}"
                      "</span></h3>")
         if entry["status"] != "ok":
@@ -141,19 +348,27 @@ def _checks(checks: dict, root: Path) -> str:
         rows = []
         for figure, value in entry["figures"].items():
             verdict = verdicts.get(figure, "")
-            bound = thresholds.get(figure, {})
-            rows.append([e(figure), e("-" if value is None else f"{value:.4g}"),
-                         e(json.dumps(bound) if bound else ""),
+            rows.append([e(figure), e(fmt(value)), e(_bound(thresholds.get(figure) or {})),
                          f"<span class='{e(verdict)}'>{e(verdict)}</span>"])
         parts.append(_table(["figure", "value", "threshold", "verdict"], rows))
         matrix = (entry.get("details") or {}).get("rank_correlation_matrix")
         if matrix:
             methods = list(matrix)
-            parts.append("<p>Agreement matrix (Spearman correlation of global importance)</p>")
-            parts.append(_table([""] + methods, [[e(a)] + [e(f"{matrix[a][b]:.2f}")
+            # Rank correlations compare orderings only, so they are unit-free: this is the
+            # one place where methods of different units may stand side by side.
+            parts.append("<p>Agreement matrix (Spearman correlation of global importance "
+                         "rankings; unit-free)</p>")
+            parts.append(_table([""] + methods, [[e(a)] + [e(fmt(matrix[a][b]))
                                                           for b in methods] for a in methods]))
         parts.append(_img(root / "plots" / f"check_{name}.png", f"{name} plot"))
     return "\n".join(parts)
+
+
+def _bound(bound: Mapping[str, Any]) -> str:
+    """{"min": 0.5, "max": 1e-06} -> '≥ 0.5, ≤ 1e-06'."""
+    parts = [f"≥ {fmt(bound['min'])}" if "min" in bound else "",
+             f"≤ {fmt(bound['max'])}" if "max" in bound else ""]
+    return ", ".join(p for p in parts if p)
 
 
 def _selection(selection: dict, root: Path) -> str:
@@ -161,17 +376,12 @@ def _selection(selection: dict, root: Path) -> str:
     rows = []
     for name, sel in selection.items():
         stab, retrain = sel.stability, sel.retrain
-
-        def fig(d: dict, key: str) -> str:
-            value = d.get(key)
-            return "-" if value is None else f"{value:.3f}"
-
         rows.append([e(name), e(f"{len(sel.selected)} of {len(sel.ranking)}"),
                      e(", ".join(map(str, sel.selected[:TOP_K]))
                        + (" ..." if len(sel.selected) > TOP_K else "")),
-                     e(fig(stab, "kuncheva")), e(fig(stab, "jaccard")),
-                     e(fig(stab, "score_spearman")),
-                     e(fig(retrain, "gain") if retrain.get("status") == "ok"
+                     e(fmt(stab.get("kuncheva"))), e(fmt(stab.get("jaccard"))),
+                     e(fmt(stab.get("score_spearman"))),
+                     e(fmt(retrain.get("gain")) if retrain.get("status") == "ok"
                        else retrain.get("reason", "-"))])
     parts.append(_table(["selector", "selected", f"first {TOP_K} selected", "Kuncheva",
                          "Jaccard", "score Spearman", "retrain gain over random"], rows))
@@ -181,10 +391,15 @@ def _selection(selection: dict, root: Path) -> str:
 
 
 def _plots(expl: Any, root: Path) -> str:
+    """The plots of each method, grouped by unit like the tables (primary method first)."""
     parts = ["<h2>Plots</h2>"]
-    for method in expl.methods:
-        for suffix in ("bar", "beeswarm", "overlay"):
-            parts.append(_img(root / "plots" / f"{method}_{suffix}.png", f"{method} {suffix}"))
+    for unit, methods in expl.unit_groups():
+        images = [_img(root / "plots" / f"{method}_{suffix}.png", f"{method} {suffix}")
+                  for method in methods
+                  for suffix in ("bar", "beeswarm", "waterfall", "overlay")]
+        if any(images):
+            parts.append(f"<h3>Unit: {e(unit)}</h3>")
+            parts.extend(i for i in images if i)
     return "\n".join(parts)
 
 

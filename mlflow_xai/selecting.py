@@ -29,7 +29,7 @@ import pandas as pd
 from mlflow_xai.base import Selection, build_task
 from mlflow_xai.config import XaiConfig, normalize_methods
 from mlflow_xai.data import PreparedData
-from mlflow_xai.errors import ConfigError, XaiError
+from mlflow_xai.errors import ConfigError, InvalidInputError, XaiError
 
 _logger = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ def run_selectors(*, registry: Any, config: XaiConfig, prepared: PreparedData, a
         return {}, {}
     X, y = prepared.selection_X, prepared.selection_targets
     names = prepared.feature_names
+    check_missing_values(list(requested), registry, prepared)
     results: dict[str, FeatureSelection] = {}
     summary: dict[str, dict[str, Any]] = {}
     for name, params in requested.items():
@@ -133,6 +134,46 @@ def run_selectors(*, registry: Any, config: XaiConfig, prepared: PreparedData, a
         entry["model_evals"] = int(counter.rows)
         summary[name] = entry
     return results, summary
+
+
+def handles_missing(cls: type) -> bool:
+    """Whether a selector works on rows with missing values (NaN in ``task.X``).
+
+    A selector may say so itself (class attribute ``handles_missing``). Otherwise: those that
+    score features through the model (``requires`` "predict", no gradients) do, because the
+    data only got this far with missing values if the model accepts them; those that compute
+    statistics of the data themselves (filters, lasso, distance correlation, a trained
+    network) do not: NaN would make their scores NaN or make them raise.
+    """
+    declared = getattr(cls, "handles_missing", None)
+    if declared is not None:
+        return bool(declared)
+    requires = getattr(cls, "requires", ())
+    return "predict" in requires and "gradients" not in requires
+
+
+def check_missing_values(names: list[str], registry: Any, prepared: PreparedData) -> None:
+    """Refuse, before any selector runs, the selectors that cannot use rows with missing
+    values, naming the columns that have them and the selectors that can."""
+    X = prepared.selection_X
+    if X is None or not names:
+        return
+    missing = np.isnan(X).sum(axis=0)
+    if not missing.any():
+        return
+    refused = [n for n in names if not handles_missing(registry.get(n, "selector").cls)]
+    if not refused:
+        return
+    columns = "; ".join(f"'{prepared.feature_names[j]}': {int(missing[j])}"
+                        for j in np.flatnonzero(missing)[:10])
+    usable = [n for n in registry.names("selector")
+              if handles_missing(registry.get(n, "selector").cls)]
+    raise InvalidInputError(
+        f"selector(s) {refused} compute statistics of the data itself and cannot use rows "
+        f"with missing values; the {len(X)} selection rows have missing values in "
+        f"{int((missing > 0).sum())} column(s): {columns}. Impute those columns before "
+        f"selecting (for example with sklearn.impute.SimpleImputer), or use selectors that "
+        f"score features through the model, which accepts missing values: {usable}.")
 
 
 def _validated(selection: Selection, d: int, name: str) -> Selection:
@@ -239,6 +280,13 @@ def _retrain(retrain: Any, selection: Selection, X: np.ndarray, y: np.ndarray | 
 
     rng = np.random.default_rng(seed + 104729)
     selected_score = score(subset(selection.selected), y)
+    if not np.isfinite(selected_score) and np.isnan(X).any():
+        # cross_val_score turns a fit that raised into a NaN score: name the likely cause.
+        columns = [prepared.feature_names[j] for j in np.flatnonzero(np.isnan(X).any(axis=0))]
+        return {"status": "failed", "method": _describe(retrain),
+                "reason": f"the retrain estimator scored NaN on rows with missing values in "
+                         f"{columns[:10]}; make it handle them (for example a Pipeline that "
+                         "starts with SimpleImputer, or HistGradientBoosting*)."}
     randoms = [score(subset(rng.choice(d, size=size, replace=False)), y)
                for _ in range(RANDOM_SUBSETS)]
     random_score = float(np.mean(randoms))

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_xai import tags as tag
+from mlflow_xai.config_file import OWN_CONFIG_KEYS  # noqa: F401 - the --config YAML's own keys
 from mlflow_xai.errors import ConfigError, XaiError
 from mlflow_xai.reachability import ServerUnreachable as _Unreachable
 from mlflow_xai.reachability import is_unreachable, short_reason  # noqa: F401 - re-exported
@@ -71,8 +72,6 @@ KEY_FILE_ENV = "MLFLOW_XAI_WATCH_KEY_FILE"
 MIRRORED_TAGS = (STATUS_TAG, tag.RUN_ID, tag.ERROR)
 #: Model version tag values are capped by the server (5000 chars); stay well below.
 MAX_TAG_VALUE = 1000
-#: Keys of the --config YAML that are the watcher's own; every other key is an explain() option.
-OWN_CONFIG_KEYS = frozenset({"data", "allowed_sources"})
 #: Between full listings, only models created after the oldest unfinished one are listed.
 FULL_SCAN_EVERY = 60
 #: Slack on that cursor for server replicas whose clocks disagree (milliseconds).
@@ -104,53 +103,17 @@ class WatchConfig:
 
         Unknown keys, methods and parameters are refused here, before the watcher starts.
         """
-        import yaml
+        from mlflow_xai.config_file import load_config_file, read_reference
 
-        from mlflow_xai.config import XaiConfig, check_methods
-
-        mapping: dict[str, Any] = {}
-        if path is not None:
-            path = Path(path)
-            try:
-                mapping = yaml.safe_load(path.read_text()) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise ConfigError(f"cannot read watch config {path}: {exc}") from exc
-            if not isinstance(mapping, dict):
-                raise ConfigError(f"watch config {path} must be a mapping, e.g. "
-                                  "{data: eval.parquet, targets: label, max_rows: 200}.")
-        options = {k: v for k, v in mapping.items() if k not in OWN_CONFIG_KEYS}
-        options.setdefault("strict", False)  # as in autolog: a failing method is recorded
-        if policy is not None:
-            options["policy"] = policy
-        config = XaiConfig.from_mapping(options, ignore=OWN_CONFIG_KEYS, where="watch config")
-        check_methods(config)
-        reference, reference_path = None, None
-        if mapping.get("data") is not None:
-            # A relative path is relative to the config file, not to the watcher's cwd.
-            reference_path = str((Path(path).parent / str(mapping["data"])).resolve())
-            reference = _read_table(reference_path)
-            if config.targets is not None and config.targets not in reference.columns:
-                raise ConfigError(f"targets column '{config.targets}' is not in {reference_path} "
-                                  f"(columns: {', '.join(map(str, reference.columns))}).")
-        allowed = _allowed_sources(mapping.get("allowed_sources"), path)
-        return cls(options=options, reference=reference, reference_path=reference_path,
-                   allowed_sources=allowed)
-
-
-def _allowed_sources(value: Any, config_path: Any) -> list[str]:
-    """``allowed_sources``: a list of URL prefixes or folders (relative to the config file)."""
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError("allowed_sources must be a list of folders or URL prefixes, e.g. "
-                          "[/data/reference, s3://team-bucket/eval/].")
-    out = []
-    for entry in value:
-        if "://" in entry or entry.startswith("/") or config_path is None:
-            out.append(entry)
-        else:
-            out.append(str((Path(config_path).parent / entry).resolve()))
-    return out
+        loaded = load_config_file(path, label="watch config",
+                                  # as in autolog: a failing method is recorded
+                                  defaults={"strict": False},
+                                  overrides=None if policy is None else {"policy": policy})
+        reference = None
+        if loaded.data_path is not None:
+            reference = read_reference(loaded.data_path, loaded.config.targets)
+        return cls(options=loaded.options, reference=reference,
+                   reference_path=loaded.data_path, allowed_sources=loaded.allowed_sources)
 
 
 def state_key() -> bytes:
@@ -178,18 +141,6 @@ def state_key() -> bytes:
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(32))
     return path.read_text().strip().encode()
-
-
-def _read_table(path: str) -> Any:
-    import pandas as pd
-
-    if not Path(path).exists():
-        raise ConfigError(f"reference data {path} does not exist.")
-    if path.endswith(".parquet"):
-        return pd.read_parquet(path)
-    if path.endswith(".csv"):
-        return pd.read_csv(path)
-    raise ConfigError(f"reference data must be a .parquet or .csv file, got {path}.")
 
 
 @dataclass
@@ -725,7 +676,7 @@ class Watcher:
         """Gather one model's inputs and hand them to the recorder; ``(outcome, detail)``."""
         import mlflow
 
-        from mlflow_xai.config import XaiConfig
+        from mlflow_xai.config import ENTRANCE_DEFAULTS, XaiConfig
         from mlflow_xai.recording import explain_and_record, record_failure
 
         if not target.run_id:
@@ -745,8 +696,8 @@ class Watcher:
             target.set_tags(self._state_tags(target, "skipped", extra={
                 STATUS_TAG: "skipped", REASON_TAG: reason[:MAX_TAG_VALUE]}))
             return "skipped", reason
-        config = XaiConfig.from_mapping({**self.config.options, "targets": targets},
-                                        where="watch config")
+        config = XaiConfig.from_mapping({**ENTRANCE_DEFAULTS, **self.config.options,
+                                         "targets": targets}, where="watch config")
         expl = explain_and_record(target.uri, data, config, dest, data_source=source,
                                   cancel=self._stop_event, raise_errors=True).explanations
         verdict = (expl.governance or {}).get("verdict")

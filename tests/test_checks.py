@@ -161,8 +161,8 @@ def test_check_metrics_are_logged_with_documented_names(experiment, linear_data)
     with mlflow.start_run() as run:
         expl.log()
     metrics = mlflow.MlflowClient().get_run(run.info.run_id).data.metrics
-    assert metrics["xai/check/agreement/exact_shap__permutation_shap/rank_correlation"] > 0.95
-    assert "xai/check/deletion_insertion/exact_shap/deletion_gain" in metrics
+    assert metrics["xai.check.agreement.exact_shap__permutation_shap.rank_correlation"] > 0.95
+    assert "xai.check.deletion_insertion.exact_shap.deletion_gain" in metrics
 
 
 def test_unknown_check_and_parameter_are_clear_errors(linear_data):

@@ -16,6 +16,9 @@ def test_help_answers_the_basic_questions():
     assert "methods" in out.output and "explain" in out.output
     out = CliRunner().invoke(cli, ["explain", "--help"])
     assert "--model-uri" in out.output and "MLFLOW_TRACKING_URI" in out.output
+    for option in ("--config", "--param", "--policy", "--experiment", "--budget",
+                   "--log-metrics", "Exit codes"):
+        assert option in out.output, option
 
 
 def test_methods_table_and_json():
@@ -45,7 +48,11 @@ def test_explain_a_logged_model_from_a_file(experiment, logreg, cancer_small, tm
         "--max-rows", "30", "--output-dir", str(tmp_path / "xai")])
     assert out.exit_code == 0, out.output
     assert "permutation_importance: top features" in out.output
-    run_id = out.output.strip().splitlines()[-1].split()[3]
+    assert "tree_shap: skipped (needs a tree model" in out.output  # said, not silent
+    assert f"wrote the xai/ folder to {tmp_path / 'xai'}" in out.output
+    last = out.output.strip().splitlines()[-1]
+    assert last.startswith("logged to run ") and " in experiment '" in last
+    run_id = last.split()[3]
     tags = mlflow.MlflowClient().get_run(run_id).data.tags
     assert tags["mlflow_xai.methods"] == "permutation_importance"  # tree_shap: skipped
     assert (tmp_path / "xai" / "summary.json").exists()

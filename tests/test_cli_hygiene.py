@@ -100,6 +100,13 @@ def test_model_uri_that_cannot_be_loaded(experiment, good_csv):
     (["--explainer", "kernal_shap"], "unknown explainer 'kernal_shap'. Did you mean"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--no-such-option"], "No such option '--no-such-option'"),
+    (["--budget", "-5"], "Invalid value for '--budget'"),
+    (["--log-metrics", "most"], "Invalid value for '--log-metrics'"),
+    (["--checks", "agreemnt"], "unknown check 'agreemnt'. Did you mean 'agreement'?"),
+    (["--param", "kernel_shap.n_samples=64"],
+     "--param kernel_shap.n_samples=64: explainer kernel_shap does not run"),
+    (["--explainer", "lime", "--param", "lime.n_sample=9"], "Did you mean 'n_samples'?"),
+    (["--config", "missing.yaml"], "Invalid value for '--config'"),
 ])
 def test_bad_option_values_are_one_line(experiment, good_csv, args, message):
     line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(good_csv),
@@ -131,6 +138,10 @@ def test_help_documents_the_new_options():
         out = _invoke(command, "--help").output
         assert "--timeout SECONDS" in out, command
     assert "Exit codes" in _invoke("explain", "--help").output
+    explain_help = " ".join(_invoke("explain", "--help").output.split())
+    for option in ("--config FILE", "--param METHOD.KEY=VALUE", "--policy FILE",
+                   "--experiment NAME", "--budget SECONDS|none", "--log-metrics"):
+        assert option in explain_help, option
 
 
 # --------------------------------------------------------------------------------------------

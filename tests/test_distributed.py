@@ -124,9 +124,9 @@ def test_matches_single_process_on_fractional_gpus(ray_cluster, model_uri, cance
     np.testing.assert_allclose(logged_table[list(X.columns)].to_numpy(),
                                out[columns].to_numpy(), rtol=1e-12)
     metrics = client.get_run(run.info.run_id).data.metrics
-    assert metrics["xai/rows_explained"] == len(X)
+    assert metrics["xai.rows_explained"] == len(X)
     top = result.top_features("kernel_shap", 1)[0]
-    assert metrics[f"xai/kernel_shap/importance/{top}"] == pytest.approx(
+    assert metrics[f"xai.kernel_shap.importance.{top}"] == pytest.approx(
         result.importance.at[top, "kernel_shap"])
     assert result.summary["ray"]["num_gpus_per_worker"] == 0.5
 

@@ -169,7 +169,7 @@ def test_our_metrics_work_with_mlflow_validate_evaluation_results(experiment, pe
             model_type="classifier", evaluators=["xai"],
             evaluator_config={"xai": {"explainers": {"exact_shap": {}, "permutation_shap":
                                                      {"n_samples": 200}}, "max_rows": 40}})
-    key = "xai/check/agreement/exact_shap__permutation_shap/rank_correlation"
+    key = "xai.check.agreement.exact_shap__permutation_shap.rank_correlation"
     mlflow.validate_evaluation_results({key: MetricThreshold(threshold=0.8,
                                                              greater_is_better=True)}, result)
     with pytest.raises(MlflowException, match="rank_correlation"):

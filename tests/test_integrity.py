@@ -67,8 +67,8 @@ def test_a_very_long_feature_name_is_logged_under_a_short_hashed_metric(experime
     assert len(segment) < 250 - len("xai/exact_shap/importance/")
     assert segment.startswith("customer lifetime value") and "--" in segment
     logged = mlflow.tracking.MlflowClient().get_run(run_id).data.metrics
-    assert f"xai/exact_shap/importance/{segment}" in logged
-    assert logged["xai/exact_shap/importance/b"] == pytest.approx(
+    assert f"xai.exact_shap.importance.{segment}" in logged
+    assert logged["xai.exact_shap.importance.b"] == pytest.approx(
         float(expl.importance.at["b", "exact_shap"]))
 
 
@@ -85,7 +85,7 @@ def test_colliding_feature_names_get_distinct_metrics_and_a_recorded_mapping(tmp
     assert names["a/b"].startswith("a_b--") and names["a_b"].startswith("a_b--")
     metrics = metrics_for(expl)
     for feature in ("a/b", "a_b", "c"):  # before the fix one value replaced the other
-        assert metrics[f"xai/exact_shap/importance/{names[feature]}"] == pytest.approx(
+        assert metrics[f"xai.exact_shap.importance.{names[feature]}"] == pytest.approx(
             float(expl.importance.at[feature, "exact_shap"]))
     assert all(_mlflow_refuses(name) is None for name in metrics)
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -41,22 +41,23 @@ def test_every_built_in_method_declares_every_parameter():
 def test_float_n_samples_is_refused_with_a_clear_message():
     with pytest.raises(ConfigError) as info:
         _validate("kernel_shap", n_samples=10.5)
-    assert str(info.value) == ("kernel_shap: parameter n_samples must be an integer >= 2, "
+    assert str(info.value) == ("kernel_shap: parameter n_samples must be an integer >= 2 or "
+                               "'auto', "
                                "got 10.5.")
 
 
 def test_negative_n_samples_is_refused():
     with pytest.raises(ConfigError, match=r"kernel_shap: parameter n_samples must be an "
-                                          r"integer >= 2, got -5"):
+                                          r"integer >= 2 or 'auto', got -5"):
         _validate("kernel_shap", n_samples=-5)
 
 
 @pytest.mark.parametrize("name, param, value, expected", [
-    ("kernel_shap", "n_samples", True, "an integer >= 2"),
-    ("kernel_shap", "n_samples", 256.0, "an integer >= 2"),
-    ("kernel_shap", "n_samples", "256", "an integer >= 2"),
+    ("kernel_shap", "n_samples", True, "an integer >= 2 or 'auto'"),
+    ("kernel_shap", "n_samples", 256.0, "an integer >= 2 or 'auto'"),
+    ("kernel_shap", "n_samples", "256", "an integer >= 2 or 'auto'"),
     ("kernel_shap", "sampling", "random", "'kernel' or 'leverage'"),
-    ("permutation_shap", "n_samples", 0, "an integer >= 1"),
+    ("permutation_shap", "n_samples", 0, "an integer >= 1 or 'auto'"),
     ("lime", "n_samples", 1, "an integer >= 2"),
     ("lime", "kernel_width", -1.0, "a positive number or None"),
     ("permutation_importance", "n_repeats", 2.5, "an integer >= 1"),
@@ -114,7 +115,7 @@ def test_numpy_numbers_are_accepted_and_normalized():
 
 def test_autolog_refuses_a_bad_value_at_once():
     with pytest.raises(ConfigError, match="kernel_shap: parameter n_samples must be an integer "
-                                          ">= 2, got -5"):
+                                          ">= 2 or 'auto', got -5"):
         mlflow_xai.autolog(explainers={"kernel_shap": {"n_samples": -5}})
     with pytest.raises(ConfigError, match="parameter n_repeats must be an integer >= 1, got 2.5"):
         mlflow_xai.autolog(explainers=["kernel_shap"],
@@ -124,7 +125,7 @@ def test_autolog_refuses_a_bad_value_at_once():
 
 def test_explain_refuses_a_float_n_samples(logreg, cancer_small):
     X, _ = cancer_small
-    with pytest.raises(ConfigError, match="parameter n_samples must be an integer >= 2, "
+    with pytest.raises(ConfigError, match="parameter n_samples must be an integer >= 2 or 'auto', "
                                           "got 10.5"):
         mlflow_xai.explain(logreg, X, explainers={"kernel_shap": {"n_samples": 10.5}},
                            checks=[], max_rows=5)
@@ -194,6 +195,6 @@ def test_methods_json_lists_what_each_parameter_accepts():
     assert out.exit_code == 0, out.output
     rows = {row["name"]: row for row in json.loads(out.output)}
     assert rows["kernel_shap"]["params"]["n_samples"] == {"default": 1024,
-                                                          "accepts": "an integer >= 2"}
+                                                          "accepts": "an integer >= 2 or 'auto'"}
     assert rows["permutation_importance"]["params"]["scoring"]["accepts"] == \
         "'auto', 'targets' or 'output'"

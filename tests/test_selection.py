@@ -81,9 +81,9 @@ def test_selection_metrics_and_a_policy_on_them(clf, informative_data):
     expl = mlflow_xai.explain(clf, X, targets=y, explainers=[], checks=[],
                               selectors={"mutual_info": {"k": 4}}, policy=policy)
     metrics = metrics_for(expl)
-    assert metrics["xai/selection/mutual_info/n_selected"] == 4
-    assert metrics["xai/selection/mutual_info/kuncheva"] == pytest.approx(1.0)
-    assert "xai/selection/mutual_info/retrain_gain" not in metrics  # no estimator given
+    assert metrics["xai.selection.mutual_info.n_selected"] == 4
+    assert metrics["xai.selection.mutual_info.kuncheva"] == pytest.approx(1.0)
+    assert "xai.selection.mutual_info.retrain_gain" not in metrics  # no estimator given
     assert expl.selection["mutual_info"].retrain["status"] == "skipped"
     assert expl.governance["verdict"] == "passed"
 
@@ -231,7 +231,7 @@ def test_evaluator_and_autolog_run_selectors(experiment, clf, informative_data):
         result = mlflow.models.evaluate(info.model_uri, X.assign(label=y), targets="label",
                                         model_type="classifier", evaluators=["xai"],
                                         evaluator_config={"xai": config})
-    assert result.metrics["xai/selection/mutual_info/n_selected"] == 4
+    assert result.metrics["xai.selection.mutual_info.n_selected"] == 4
     assert "xai_selection_mutual_info" in result.artifacts
     saved = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/xai/selection/mutual_info.json")
     assert set(saved["selected"]) == set(INFORMATIVE)
@@ -243,4 +243,4 @@ def test_evaluator_and_autolog_run_selectors(experiment, clf, informative_data):
     saved = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/xai/selection/mutual_info.json")
     assert set(saved["selected"]) == set(INFORMATIVE)
     metrics = mlflow.MlflowClient().get_run(run.info.run_id).data.metrics
-    assert metrics["xai/selection/mutual_info/kuncheva"] == pytest.approx(1.0)
+    assert metrics["xai.selection.mutual_info.kuncheva"] == pytest.approx(1.0)

@@ -135,7 +135,7 @@ def _assert_recorded(run_id: str, model_id: str) -> None:
     run = client.get_run(run_id)
     assert run.data.tags.get("mlflow_xai.status") == "ok", run.data.tags
     assert run.data.tags.get("mlflow_xai.source") == "autolog"
-    assert any(k.startswith("xai/") for k in run.data.metrics), run.data.metrics
+    assert any(k.startswith("xai.") for k in run.data.metrics), run.data.metrics
     paths = xai_artifacts(run_id)
     assert "xai/summary.json" in paths and "xai/error.txt" not in paths
     summary = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/xai/summary.json"))
@@ -166,7 +166,7 @@ def test_server_down_wait_returns_fast_and_flush_uploads(on_server, spool_root, 
     assert item.manifest["model_id"] == info.model_id
     assert "did not answer" in item.reason and str(item.path) in str(caught.value)
     assert (item.path / "xai" / "summary.json").is_file()
-    assert any(k.startswith("xai/") for k in item.manifest["metrics"])
+    assert any(k.startswith("xai.") for k in item.manifest["metrics"])
     assert _spool_entries(spool_root) == [item.path.name]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
                 and r.name.startswith("mlflow_xai")]

@@ -217,7 +217,7 @@ def test_watch_explains_restarts_and_survives_an_outage(watch_server: MlflowServ
         assert {"xai/summary.json", "xai/importance.json"} <= _artifacts(client, run_id)
         run_tags = client.get_run(run_id).data.tags
         assert run_tags["mlflow_xai.status"] == "ok" and run_tags["mlflow_xai.source"] == "watch"
-        assert len(client.get_metric_history(run_id, "xai/rows_explained")) == 1
+        assert len(client.get_metric_history(run_id, "xai.rows_explained")) == 1
         assert re.search(rf"explained logged model {model_id} .*kernel_shap, 30 rows", log1)
     version_tags = client.get_model_version("watched-model", "1").tags
     assert version_tags["mlflow_xai.governance"] == "passed"
@@ -248,11 +248,11 @@ def test_watch_explains_restarts_and_survives_an_outage(watch_server: MlflowServ
         e_tags = _model_tags(client, e_model)
         assert e_tags[WATCH_TAG] == "skipped" and e_tags["mlflow_xai.governance"] == "passed"
         assert "xai/governance.json" in _artifacts(client, e_run)
-        assert len(client.get_metric_history(e_run, "xai/rows_explained")) == 1
+        assert len(client.get_metric_history(e_run, "xai.rows_explained")) == 1
         after = {m: _model_tags(client, m)[TIME_TAG] for m in (a_model, b_model, c_model)}
         assert after == before
         for run_id in (a_run, b_run):
-            assert len(client.get_metric_history(run_id, "xai/rows_explained")) == 1
+            assert len(client.get_metric_history(run_id, "xai.rows_explained")) == 1
 
         # 3. Outage: stop the server for a few seconds; the watcher backs off and recovers.
         watch_server.stop()

@@ -126,7 +126,7 @@ def test_author_tags_and_data_sources_are_not_trusted(server, tmp_path, logreg, 
     assert handled[a_model].outcome == "done", handled
     a_tags = _model_tags(client, a_model)
     assert a_tags["mlflow_xai.run_id"] == a_run and a_tags["mlflow_xai.status"] == "ok"
-    assert len(client.get_metric_history(a_run, "xai/rows_explained")) == 1
+    assert len(client.get_metric_history(a_run, "xai.rows_explained")) == 1
     assert handled[other_model].outcome == "done"
     for model_id, run_id in ((b_model, b_run), (c_model, c_run), (d_model, d_run)):
         assert handled[model_id].outcome == "skipped", handled[model_id]
@@ -270,5 +270,5 @@ def test_three_watchers_explain_each_model_exactly_once(server, tmp_path, logreg
     print(f"\nmodels explained per watcher: {per_watcher}")
     assert sorted(explained) == sorted(m for m, _ in models), explained
     for model_id, run_id in models:
-        assert len(client.get_metric_history(run_id, "xai/rows_explained")) == 1
+        assert len(client.get_metric_history(run_id, "xai.rows_explained")) == 1
         assert _model_tags(client, model_id)["mlflow_xai.status"] == "ok"

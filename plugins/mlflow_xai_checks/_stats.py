@@ -38,3 +38,36 @@ def pairwise_mean(values: list[np.ndarray], fn) -> float:
 
 def default_k(n_features: int) -> int:
     return max(1, min(5, n_features))
+
+
+def background_mean(background: np.ndarray) -> np.ndarray:
+    """Per-feature mean of the background rows, the value that "removes" a feature.
+
+    Missing values (NaN, kept when the model accepts them) are left out of the mean, so one
+    missing background value does not make the whole feature's removal value missing. A
+    feature missing in every background row stays missing (NaN): the model accepts that, and
+    it is the only removal value the background offers.
+    """
+    background = np.asarray(background, dtype=np.float64)
+    if not np.isnan(background).any():
+        return background.mean(axis=0)
+    observed = ~np.isnan(background)
+    counts = observed.sum(axis=0)
+    sums = np.where(observed, background, 0.0).sum(axis=0)
+    # Written out rather than np.nanmean: that warns ("Mean of empty slice") for all-NaN columns.
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def background_scale(background: np.ndarray) -> np.ndarray:
+    """Per-feature standard deviation of the background over its observed (non-missing)
+    values; 1 where it is 0 or undefined, so it can scale perturbations."""
+    background = np.asarray(background, dtype=np.float64)
+    if not np.isnan(background).any():
+        scale = background.std(axis=0)
+        return np.where(scale > 0, scale, 1.0)
+    mean = background_mean(background)
+    observed = ~np.isnan(background)
+    counts = np.maximum(observed.sum(axis=0), 1)
+    spread = np.where(observed, background - mean, 0.0)
+    scale = np.sqrt((spread ** 2).sum(axis=0) / counts)
+    return np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)

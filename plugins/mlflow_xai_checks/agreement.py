@@ -51,9 +51,13 @@ class Agreement(Check):
             matrix[a][b] = matrix[b][a] = rho
             pair = f"{a}__{b}"
             result.figures[f"{pair}/rank_correlation"] = rho
-            result.thresholds[f"{pair}/rank_correlation"] = {
-                "min": params["min_rank_correlation"]}
             va, vb = ctx.results[a].values, ctx.results[b].values
+            if va is not None and vb is not None:
+                # A verdict only for two attributions of the same output: a global measure in
+                # other units (permutation importance: loss increase) may rank differently
+                # for good reasons, so that pair gets its figure but no pass/fail.
+                result.thresholds[f"{pair}/rank_correlation"] = {
+                    "min": params["min_rank_correlation"]}
             if va is not None and vb is not None and ctx.data_type == "tabular":
                 for name, value in _row_agreement(va, vb, k).items():
                     result.figures[f"{pair}/{name}"] = value

@@ -2,6 +2,7 @@
 
 Every score is reported next to a random-attribution baseline (ROAR's lesson: a score without
 a baseline says nothing). Removing a feature means replacing it with its background mean.
+(Missing background values are left out of that mean; see ``_stats.background_mean``.)
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mlflow_xai.plugin_api import Check, CheckContext, CheckResult
+
+from ._stats import background_mean
 
 
 def per_feature(ctx: CheckContext, values: np.ndarray) -> np.ndarray | None:
@@ -26,7 +29,7 @@ def per_feature(ctx: CheckContext, values: np.ndarray) -> np.ndarray | None:
 def _curves(ctx: CheckContext, orders: np.ndarray, steps: int, insertion: bool) -> np.ndarray:
     """Model output as features are removed (or inserted) in ``orders`` (rows, d): (rows, steps+1)."""
     n, d = ctx.X.shape
-    base = np.broadcast_to(ctx.background.mean(axis=0), (n, d))
+    base = np.broadcast_to(background_mean(ctx.background), (n, d))
     cuts = np.unique(np.linspace(0, d, steps + 1).round().astype(int))
     variants = np.empty((n, len(cuts), d))
     for s, cut in enumerate(cuts):
@@ -50,6 +53,11 @@ class DeletionInsertion(Check):
         "attribution order and track the output; areas compared with random orders.")
     default: ClassVar[bool] = True
     cost: ClassVar[str] = "2 x (steps + 1) x (methods + n_random) evaluations per row"
+
+    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int
+                             ) -> float | None:
+        rows = min(n_rows, int(params["max_rows"]))
+        return 2.0 * (params["steps"] + 1) * (n_methods + params["n_random"]) * rows
     defaults: ClassVar[dict[str, Any]] = {"steps": 20, "n_random": 3, "max_rows": 200,
                                           "min_gain": 0.0}
     param_types: ClassVar[dict[str, str]] = {"steps": "int >= 1", "n_random": "int >= 1",
@@ -61,7 +69,7 @@ class DeletionInsertion(Check):
         n, d = ctx.X.shape
         result = CheckResult()
         scale = np.abs(ctx.outputs - ctx.predict_rows(
-            np.broadcast_to(ctx.background.mean(axis=0), (n, 1, d)).copy())[:, 0]).mean()
+            np.broadcast_to(background_mean(ctx.background), (n, 1, d)).copy())[:, 0]).mean()
         scale = max(float(scale), 1e-12)
         random_orders = [np.argsort(rng.random((n, d)), axis=1) for _ in range(params["n_random"])]
         random_auc = {}
@@ -108,6 +116,10 @@ class Infidelity(Check):
         "the same values is scored alongside.")
     default: ClassVar[bool] = True
     cost: ClassVar[str] = "n_perturbations evaluations per row (shared by all methods)"
+
+    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int
+                             ) -> float | None:
+        return float(params["n_perturbations"]) * n_rows
     defaults: ClassVar[dict[str, Any]] = {"n_perturbations": 20, "subset_fraction": 0.25}
     param_types: ClassVar[dict[str, str]] = {"n_perturbations": "int >= 1",
                                          "subset_fraction": "float in (0, 1]"}
@@ -117,7 +129,7 @@ class Infidelity(Check):
         rng = np.random.default_rng(ctx.seed + 31)
         n, d = ctx.X.shape
         mask = _random_subsets(rng, n, params["n_perturbations"], d, params["subset_fraction"])
-        removed = np.where(mask > 0, ctx.background.mean(axis=0), ctx.X[:, None, :])
+        removed = np.where(mask > 0, background_mean(ctx.background), ctx.X[:, None, :])
         drop = ctx.outputs[:, None] - ctx.predict_rows(removed)          # (n, k)
         norm = max(float((drop**2).mean()), 1e-12)
         result = CheckResult()
@@ -157,6 +169,10 @@ class FaithfulnessCorrelation(Check):
         "mass of random feature subsets and the output drop when they are removed.")
     default: ClassVar[bool] = True
     cost: ClassVar[str] = "n_subsets evaluations per row (shared by all methods)"
+
+    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int
+                             ) -> float | None:
+        return float(params["n_subsets"]) * n_rows
     defaults: ClassVar[dict[str, Any]] = {"n_subsets": 30, "subset_fraction": 0.25}
     param_types: ClassVar[dict[str, str]] = {"n_subsets": "int >= 2", "subset_fraction": "float in (0, 1]"}
 
@@ -166,7 +182,7 @@ class FaithfulnessCorrelation(Check):
         n, d = ctx.X.shape
         mask = _random_subsets(rng, n, params["n_subsets"], d, params["subset_fraction"])
         size = int(mask[0, 0].sum())
-        removed = np.where(mask > 0, ctx.background.mean(axis=0), ctx.X[:, None, :])
+        removed = np.where(mask > 0, background_mean(ctx.background), ctx.X[:, None, :])
         drop = ctx.outputs[:, None] - ctx.predict_rows(removed)
         result = CheckResult()
         for method in ctx.local_methods:

@@ -8,7 +8,7 @@ import numpy as np
 
 from mlflow_xai.plugin_api import Check, CheckContext, CheckResult
 
-from ._stats import default_k, jaccard, kendall, pairwise_mean, spearman, top_k
+from ._stats import background_scale, default_k, jaccard, kendall, pairwise_mean, spearman, top_k
 
 
 def _rows(ctx: CheckContext, max_rows: int) -> np.ndarray:
@@ -77,21 +77,24 @@ class InputRobustness(Check):
         rows = _rows(ctx, params["max_rows"])
         methods = params["methods"] or ctx.local_methods
         rng = np.random.default_rng(ctx.seed + 7)
-        scale = ctx.background.std(axis=0)
-        scale[scale == 0] = 1.0
+        scale = background_scale(ctx.background)
         X = ctx.X[rows]
+        # A missing value stays missing under perturbation (NaN + noise is NaN anyway); zero
+        # noise there keeps the input distances finite. |x| of a missing value counts as 1.
+        present = ~np.isnan(X)
+        magnitude = np.where(present, np.abs(X), 1.0)
         result = CheckResult()
         for method in methods:
             phi = ctx.results[method].values[rows]
             sens, lips, ris = [], [], []
             for _ in range(params["n_perturbations"]):
-                noise = rng.uniform(-1, 1, size=X.shape) * params["radius"] * scale
+                noise = rng.uniform(-1, 1, size=X.shape) * params["radius"] * scale * present
                 phi_p = ctx.explain(method, X + noise, rows, seed=ctx.seed)
                 diff = np.linalg.norm(phi_p - phi, axis=1)
                 sens.append(diff / np.maximum(np.linalg.norm(phi, axis=1), 1e-12))
                 lips.append(diff / np.maximum(np.linalg.norm(noise / scale, axis=1), 1e-12))
                 rel_phi = np.linalg.norm((phi_p - phi) / np.maximum(np.abs(phi), 1e-6), axis=1)
-                rel_x = np.linalg.norm(noise / np.maximum(np.abs(X), 1e-6), axis=1)
+                rel_x = np.linalg.norm(noise / np.maximum(magnitude, 1e-6), axis=1)
                 ris.append(rel_phi / np.maximum(rel_x, 1e-6))
             sens_arr = np.stack(sens)
             result.figures.update({

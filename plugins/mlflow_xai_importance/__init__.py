@@ -22,6 +22,13 @@ class PermutationImportance(Explainer):
     param_types: ClassVar[dict[str, str]] = {"n_repeats": "int >= 1",
                                          "scoring": "'auto' | 'targets' | 'output'"}
 
+    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_features: int,
+                             n_background: int) -> float | None:
+        # The rows once (the reference output), then every row per feature per repeat; the
+        # background is not used.
+        repeats = int({**self.defaults, **params}["n_repeats"])
+        return n_rows + repeats * n_features * n_rows
+
     def explain(self, task: ExplainTask) -> Attribution:
         params = self.validate_params()
         scoring = params["scoring"]

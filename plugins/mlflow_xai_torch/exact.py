@@ -13,7 +13,7 @@ import numpy as np
 
 from mlflow_xai.plugin_api import Attribution, Explainer, ExplainTask, coalition_values
 
-from ._shapley import tensors
+from ._shapley import endpoint_rows, tensors
 
 MAX_FEATURES = 14
 
@@ -33,6 +33,12 @@ class ExactShap(Explainer):
             return (f"exact_shap enumerates 2**M coalitions and is limited to {MAX_FEATURES} "
                     f"features; the data has {task.n_features}")
         return super().supports(task)
+
+    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_features: int,
+                             n_background: int) -> float | None:
+        # Every coalition, the empty and the full one included, per row and background row;
+        # then the endpoints f(x) and E[f(background)].
+        return n_rows * 2**n_features * n_background + endpoint_rows(n_rows, n_background)
 
     def explain(self, task: ExplainTask) -> Attribution:
         import torch

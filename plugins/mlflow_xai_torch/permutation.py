@@ -3,56 +3,186 @@
 A set of permutations, each followed by its reverse, is drawn once and shared by all rows; every
 prefix coalition of every permutation is evaluated in large batches. Each permutation telescopes
 from E[f(background)] to f(x), so efficiency holds exactly.
+
+The antithetic pairs are the i.i.d. sampling units: the standard error of each value is the
+standard deviation of the pair means over sqrt(pairs). With ``n_samples='auto'`` pairs are
+drawn in doubling rounds (only the new ones evaluated) until the standard errors are small
+relative to each row's attributions, or ``max_samples`` is spent.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from mlflow_xai.plugin_api import Attribution, Explainer, ExplainTask, coalition_values
 
-from ._shapley import tensors
+from ._shapley import (
+    MIN_PAIRS,
+    Adaptive,
+    adaptive_info,
+    adaptive_param_types,
+    converged,
+    doubling_targets,
+    endpoint_rows,
+    standard_error_info,
+    tensors,
+)
+
+
+def pairs_for(n_samples: int, n_features: int) -> int:
+    """Antithetic pairs a budget of ``n_samples`` model calls per row buys (at least one):
+    each permutation costs M - 1 calls besides the two shared endpoints."""
+    return max(1, (int(n_samples) - 2) // (2 * max(1, n_features - 1)))
+
+
+def samples_for(pairs: int, n_features: int) -> int:
+    """Model calls per row (per background row) of ``pairs`` pairs, endpoints included."""
+    return 2 * pairs * (n_features - 1) + 2
+
+
+def draw_permutations(rng: np.random.Generator, n_features: int, pairs: int) -> np.ndarray:
+    """``pairs`` random permutations, each followed by its reverse: (2 * pairs, M)."""
+    forward = np.stack([rng.permutation(n_features) for _ in range(pairs)])
+    perms = np.empty((2 * pairs, n_features), dtype=np.int64)
+    perms[0::2], perms[1::2] = forward, forward[:, ::-1]
+    return perms
+
+
+def permutation_gains(task: ExplainTask, endpoints: tuple, perms: np.ndarray):
+    """(R, P, M): the gain of feature j when permutation p adds it, for every row."""
+    import torch
+
+    predict, x, background, f_x, base = endpoints
+    P, M = perms.shape
+    # prefix[p, k, j] = feature j is among the first k + 1 of permutation p (k < M - 1).
+    position = np.argsort(perms, axis=1)                  # position of feature j in p
+    prefix = position[:, None, :] <= np.arange(M - 1)[None, :, None]
+    masks = torch.as_tensor(prefix.reshape(-1, M), device=x.device)
+    inner = coalition_values(predict, x, background, masks, max_rows=task.max_batch_rows)
+    R = len(x)
+    chain = torch.cat([base.reshape(1, 1, 1).expand(R, P, 1), inner.reshape(R, P, M - 1),
+                       f_x[:, None, None].expand(R, P, 1)], dim=2)   # (R, P, M + 1)
+    gains = chain[:, :, 1:] - chain[:, :, :-1]            # gain of the k-th feature added
+    # Back to feature order: feature j was added at step position[p, j].
+    idx = torch.as_tensor(position, device=x.device)[None].expand(R, P, M)
+    return torch.gather(gains, 2, idx)
+
+
+def pair_means(gains):
+    """(R, pairs, M): the mean of each permutation and its reverse, the i.i.d. unit."""
+    return (gains[:, 0::2] + gains[:, 1::2]) / 2
+
+
+@dataclass
+class PairStatistics:
+    """Running mean and sum of squared deviations of the pair means, merged round by round
+    (Chan et al.'s pairwise update: stable where sum-of-squares would cancel, e.g. for a
+    linear model whose pairs all agree)."""
+
+    count: int = 0
+    mean: Any = None
+    m2: Any = None
+
+    def add(self, means) -> None:
+        n_b = means.shape[1]
+        mean_b = means.mean(dim=1)
+        m2_b = ((means - mean_b[:, None]) ** 2).sum(dim=1)
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
+        n = self.count + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta**2 * (self.count * n_b / n)
+        self.count = n
+
+    def standard_errors(self):
+        """std of the pair means / sqrt(pairs); NaN with a single pair."""
+        import torch
+
+        if self.count < 2:
+            return torch.full_like(self.mean, float("nan"))
+        return (self.m2 / ((self.count - 1) * self.count)).sqrt()
 
 
 class PermutationShap(Explainer):
     name: ClassVar[str] = "permutation_shap"
     description: ClassVar[str] = (
         "Permutation SHAP, batched: antithetic permutation pairs shared by all rows; exact "
-        "efficiency by telescoping."
+        "efficiency by telescoping; standard errors over the pairs; n_samples='auto' draws "
+        "pairs in doubling rounds until they are below tolerance."
     )
     shapley: ClassVar[bool] = True
     #: n_samples: model calls per explained row per background row; each permutation costs
-    #: M - 1, and at least one antithetic pair is always run.
-    defaults: ClassVar[dict[str, Any]] = {"n_samples": 1024}
-    param_types: ClassVar[dict[str, str]] = {"n_samples": "int >= 1"}
+    #: M - 1, and at least one antithetic pair is always run. 'auto': rounds from min_samples
+    #: (and at least 8 pairs), doubling up to max_samples, until for every row
+    #: max_j SE_j <= tolerance * max_j |phi_j| (rows with all-~0 attributions use a floor).
+    defaults: ClassVar[dict[str, Any]] = {"n_samples": 1024, "tolerance": 0.05,
+                                          "min_samples": 256, "max_samples": 8192}
+    param_types: ClassVar[dict[str, str]] = {"n_samples": "int >= 1 | 'auto'",
+                                             **adaptive_param_types(1)}
+
+    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_features: int,
+                             n_background: int) -> float | None:
+        params = {**self.defaults, **params}
+        budget = params["max_samples"] if params["n_samples"] == "auto" else params["n_samples"]
+        # The pairs of an 'auto' run never exceed those of max_samples: an upper bound.
+        per_row = samples_for(pairs_for(budget, n_features), n_features) - 2
+        return n_rows * per_row * n_background + endpoint_rows(n_rows, n_background)
 
     def explain(self, task: ExplainTask) -> Attribution:
-        import torch
-
         params = self.validate_params()
-        M = task.n_features
-        pairs = max(1, (int(params["n_samples"]) - 2) // (2 * max(1, M - 1)))
         rng = np.random.default_rng(task.seed)
-        forward = np.stack([rng.permutation(M) for _ in range(pairs)])
-        perms = np.empty((2 * pairs, M), dtype=np.int64)
-        perms[0::2], perms[1::2] = forward, forward[:, ::-1]
-        P = len(perms)
-        # prefix[p, k, j] = feature j is among the first k + 1 of permutation p (k < M - 1).
-        position = np.argsort(perms, axis=1)                  # position of feature j in p
-        prefix = position[:, None, :] <= np.arange(M - 1)[None, :, None]
-        predict, x, background, f_x, base = tensors(task, task.X)
-        masks = torch.as_tensor(prefix.reshape(-1, M), device=x.device)
-        inner = coalition_values(predict, x, background, masks, max_rows=task.max_batch_rows)
+        endpoints = tensors(task, task.X)
+        if params["n_samples"] == "auto":
+            phi, se, info = _explain_adaptive(task, params, rng, endpoints)
+        else:
+            phi, se, info = _explain_fixed(task, params, rng, endpoints)
         R = len(task.X)
-        chain = torch.cat([base.reshape(1, 1, 1).expand(R, P, 1), inner.reshape(R, P, M - 1),
-                           f_x[:, None, None].expand(R, P, 1)], dim=2)   # (R, P, M + 1)
-        gains = chain[:, :, 1:] - chain[:, :, :-1]            # gain of the k-th feature added
-        # Back to feature order: feature j was added at step position[p, j].
-        idx = torch.as_tensor(position, device=x.device)[None].expand(R, P, M)
-        phi = torch.gather(gains, 2, idx).mean(dim=1)
         task.on_rows_done(R)
+        base = endpoints[4]
         return Attribution(values=phi.cpu().numpy(), base_values=np.full(R, float(base)),
-                           info={"permutations": int(P),
-                                 "n_samples_effective": int(P * (M - 1) + 2)})
+                           standard_errors=se.cpu().numpy(), info=info)
+
+
+def _info(pairs: int, M: int, se) -> dict[str, Any]:
+    used = samples_for(pairs, M)
+    return {"permutations": int(2 * pairs), "n_samples_effective": used,
+            **standard_error_info(se.cpu().numpy(), used)}
+
+
+def _explain_fixed(task: ExplainTask, params: dict[str, Any], rng: np.random.Generator,
+                   endpoints: tuple) -> tuple[Any, Any, dict[str, Any]]:
+    M = task.n_features
+    pairs = pairs_for(params["n_samples"], M)
+    gains = permutation_gains(task, endpoints, draw_permutations(rng, M, pairs))
+    phi = gains.mean(dim=1)  # over permutations, as before standard errors existed
+    stats = PairStatistics()
+    stats.add(pair_means(gains))
+    se = stats.standard_errors()
+    return phi, se, _info(pairs, M, se)
+
+
+def _explain_adaptive(task: ExplainTask, params: dict[str, Any], rng: np.random.Generator,
+                      endpoints: tuple) -> tuple[Any, Any, dict[str, Any]]:
+    """Doubling rounds of new pairs; each round evaluates only its own permutations."""
+    M = task.n_features
+    settings = Adaptive.from_params("permutation_shap", params)
+    cap = pairs_for(settings.max_samples, M)
+    first = max(pairs_for(settings.min_samples, M), MIN_PAIRS)
+    stats = PairStatistics()
+    done, rounds = False, 0
+    for target in doubling_targets(first, cap):
+        rounds += 1
+        gains = permutation_gains(task, endpoints,
+                                  draw_permutations(rng, M, target - stats.count))
+        stats.add(pair_means(gains))
+        se = stats.standard_errors()
+        done = converged(stats.mean.cpu().numpy(), se.cpu().numpy(), settings.tolerance)
+        if done:
+            break
+    info = {**_info(stats.count, M, se), **adaptive_info(rounds, done)}
+    return stats.mean, se, info
