@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from results_file import replace_section  # benchmarks/ is on sys.path when run as a script
 
 START_MARK = "<!-- bench_defaults:start -->"

@@ -114,7 +114,7 @@ def explain(
             Kernel SHAP samples and background rows are reduced until the estimate fits (the
             plan is ``summary["plan"]``). Default: no budget (``autolog`` and the evaluator
             use 30).
-        log_metrics: ``"headline"`` (default): at most about 30 ``xai/*`` metrics when
+        log_metrics: ``"headline"`` (default): at most 30 ``xai.*`` metrics when
             logged; ``"all"``: every figure. The artifacts always hold every figure.
 
     Returns:

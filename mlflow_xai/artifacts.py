@@ -2,6 +2,7 @@
 
 Layout (see README, "Artifacts"): ``summary.json``, ``importance.json``, ``stability.json``,
 ``attributions/<method>.parquet``, ``plots/<method>_bar.png``, ``plots/<method>_beeswarm.png``,
+``plots/<primary method>_waterfall.png``,
 ``selection/<selector>.json``, ``plots/selection_<selector>.png``, ``report.html``,
 ``metric_names.json`` (feature -> metric-name segment, see :mod:`mlflow_xai.metric_names`).
 """
@@ -366,13 +367,25 @@ def write_summary(root: str | os.PathLike, summary: dict[str, Any]) -> Path:
 
 
 def importance_json(expl: Explanations) -> dict[str, dict[str, dict[str, float | int]]]:
+    """``{method: {feature: {importance, rank[, standard_error]}}}``, most important first.
+
+    ``standard_error`` (sampled estimators): the mean over rows of the values' standard errors,
+    a conservative bound on the error of the mean |value| (the rows share one sampling design,
+    so their errors are correlated and do not average out)."""
     ranks = expl.ranks()
+    errors = {m: frame.mean(axis=0) for m, frame in getattr(expl, "standard_errors", {}).items()}
+
+    def entry(feature: Any, method: str) -> dict[str, float | int]:
+        out: dict[str, float | int] = {"importance": float(expl.importance.at[feature, method]),
+                                       "rank": int(ranks.at[feature, method])}
+        se = errors.get(method, {}).get(feature) if method in errors else None
+        if se is not None and math.isfinite(float(se)):
+            out["standard_error"] = float(se)
+        return out
+
     return {
-        method: {
-            str(feature): {"importance": float(expl.importance.at[feature, method]),
-                           "rank": int(ranks.at[feature, method])}
-            for feature in expl.importance[method].sort_values(ascending=False).index
-        }
+        method: {str(feature): entry(feature, method)
+                 for feature in expl.importance[method].sort_values(ascending=False).index}
         for method in expl.importance.columns
     }
 

@@ -36,7 +36,7 @@ class XaiConfig:
     #: Seconds of explanation work (explainers and checks) to plan for; None: no limit. The
     #: planner sizes rows and samples to it (see :mod:`mlflow_xai.planner`).
     budget_s: float | None = None
-    #: ``"headline"``: at most ~30 ``xai/*`` metrics (see ``artifacts.headline_metrics``);
+    #: ``"headline"``: at most 30 ``xai.*`` metrics (see ``artifacts.headline_metrics``);
     #: ``"all"``: every figure as a metric. The artifacts always hold every figure.
     log_metrics: str = "headline"
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -87,7 +87,7 @@ class XaiConfig:
             raise ConfigError(f"budget_s must be a positive number of seconds (or None for no "
                               f"budget), got {value!r}.")
         if self.log_metrics not in ("headline", "all"):
-            raise ConfigError(f"log_metrics must be 'headline' (at most ~30 xai/* metrics) or "
+            raise ConfigError(f"log_metrics must be 'headline' (at most 30 xai.* metrics) or "
                               f"'all' (every figure), got {self.log_metrics!r}.")
         if self.model_type not in (None, "classifier", "regressor"):
             raise ConfigError(

@@ -50,6 +50,9 @@ class Explanations:
     #: selector name -> :class:`~mlflow_xai.selecting.FeatureSelection` (``.scores``,
     #: ``.ranking``, ``.selected``, ``.stability``, ``.retrain``)
     selection: dict[str, Any] = field(default_factory=dict)
+    #: method -> DataFrame like ``attributions``: the standard error of each value, for the
+    #: sampled estimators that report one (kernel_shap, permutation_shap)
+    standard_errors: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @classmethod
     def build(cls, *, prepared: PreparedData, results: dict[str, Attribution],
@@ -70,9 +73,13 @@ class Explanations:
                        summary=summary, data=prepared.frame, outputs=outputs,
                        model_uri=model.uri, model_id=model.model_id, encoded=prepared.X,
                        heatmaps=maps)
+        errors = {}
         for name, attribution in results.items():
             if attribution.values is not None:
                 attributions[name] = pd.DataFrame(attribution.values, index=index, columns=names)
+                if attribution.standard_errors is not None:
+                    errors[name] = pd.DataFrame(attribution.standard_errors, index=index,
+                                                columns=names)
                 if attribution.base_values is not None:
                     base_values[name] = pd.Series(attribution.base_values, index=index,
                                                   name="base_value")
@@ -82,7 +89,7 @@ class Explanations:
         return cls(attributions=attributions, base_values=base_values,
                    importance=importance_frame, summary=summary, data=prepared.frame,
                    outputs=outputs, model_uri=model.uri, model_id=model.model_id,
-                   encoded=prepared.X)
+                   encoded=prepared.X, standard_errors=errors)
 
     @property
     def methods(self) -> list[str]:

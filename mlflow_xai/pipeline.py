@@ -352,7 +352,7 @@ def _apply_plan(plan: Plan, prepared: PreparedData, outputs: _Outputs, adapter: 
     changes: dict[str, Any] = {}
     if plan.background is not None:
         changes["background"] = prepared.background[plan.background]
-        facts["background_rows"] = int(len(plan.background))
+        facts["background_rows"] = len(plan.background)
         facts["background_source"] = (f"{len(plan.background)} of "
                                       f"{facts.get('background_source')}, sampled by the "
                                       f"time budget's plan (seed {config.seed})")
@@ -361,9 +361,9 @@ def _apply_plan(plan: Plan, prepared: PreparedData, outputs: _Outputs, adapter: 
         rows = plan.rows
         changes.update(frame=prepared.frame.iloc[rows], X=prepared.X[rows],
                        targets=None if prepared.targets is None else prepared.targets[rows])
-        facts["rows_explained"] = int(len(rows))
+        facts["rows_explained"] = len(rows)
         facts["rows_sampled"] = True
-        facts["rows_planned_from"] = int(len(prepared.X))
+        facts["rows_planned_from"] = len(prepared.X)
         values = values[rows]
     prepared = dataclasses.replace(prepared, facts=facts, **changes)
     groups, labels, description = _choose_outputs(values, adapter, config.output)

@@ -161,6 +161,40 @@ def train_torch_mlp(X: np.ndarray, y: np.ndarray, *, outputs: int = 2, epochs: i
     return net
 
 
+def one_error_line(result, exit_code: int = 2) -> str:
+    """A CLI result (click's CliRunner) is exactly one line, 'error: ...', with the exit
+    code, and no traceback; return that line."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        f"unexpected exception: {result.exception!r}\n{result.output}"
+    assert result.exit_code == exit_code, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.fixture()
+def good_csv(tmp_path, cancer_small):
+    """The small breast-cancer frame with its labels in a 'label' column, as CSV."""
+    X, y = cancer_small
+    path = tmp_path / "eval.csv"
+    X.assign(label=y.to_numpy()).to_csv(path, index=False)
+    return path
+
+
+def mlflow_refuses(name: str) -> str | None:
+    """MLflow's own reason to refuse ``name`` as a metric name, or None."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_metric
+
+    try:
+        _validate_metric(name, 1.0, 0, 0)
+    except MlflowException as exc:
+        return exc.message
+    return None
+
+
 def xai_artifacts(run_id: str, path: str = "xai") -> set[str]:
     """Every artifact path under ``path`` of a run (recursively), on the current store."""
     import mlflow

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_xai.cli import cli
+from tests.conftest import one_error_line
 
 #: What the data errors are checked against: the data is read before the model is loaded.
 ANY_MODEL = "models:/m-0123456789abcdef"
@@ -24,30 +25,14 @@ def _invoke(*args: str):
     return CliRunner().invoke(cli, list(args), prog_name="mlflow-xai")
 
 
-def _one_error_line(result, exit_code: int = 2) -> str:
-    """The result is exactly one line, 'error: ...', with the exit code, and no traceback."""
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        f"unexpected exception: {result.exception!r}\n{result.output}"
-    assert result.exit_code == exit_code, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
-@pytest.fixture()
-def good_csv(tmp_path, cancer_small):
-    X, y = cancer_small
-    path = tmp_path / "eval.csv"
-    X.assign(label=y.to_numpy()).to_csv(path, index=False)
-    return path
 
 
 def test_corrupt_parquet_is_one_line(tmp_path):
     path = tmp_path / "corrupt.parquet"
     path.write_bytes(os.urandom(512))
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(path)))
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(path)))
     assert f"--data {path} could not be read as Parquet" in line
     assert "complete Parquet file" in line
 
@@ -55,39 +40,39 @@ def test_corrupt_parquet_is_one_line(tmp_path):
 def test_garbage_csv_is_one_line(tmp_path):
     path = tmp_path / "garbage.csv"
     path.write_bytes(b"\xbb\xff\x00" + os.urandom(512))
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(path)))
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(path)))
     assert "could not be read as CSV" in line
 
 
 def test_empty_csv_is_one_line(tmp_path):
     path = tmp_path / "empty.csv"
     path.write_bytes(b"")
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(path)))
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(path)))
     assert f"--data {path} is empty" in line and "header line" in line
 
 
 def test_header_only_csv_says_there_are_no_rows(tmp_path, cancer_small):
     path = tmp_path / "header.csv"
     cancer_small[0].head(0).to_csv(path, index=False)
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(path)))
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(path)))
     assert f"--data {path} has no rows" in line
 
 
 def test_unsupported_extension_is_refused(tmp_path, cancer_small):
     path = tmp_path / "eval.json"
     cancer_small[0].to_json(path)
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(path)))
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(path)))
     assert "unsupported file type (.json)" in line and ".csv or .parquet" in line
 
 
 def test_unknown_targets_column_names_the_columns(good_csv):
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(good_csv),
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(good_csv),
                                    "--targets", "labl"))
     assert "--targets 'labl' is not a column" in line and "label" in line
 
 
 def test_model_uri_that_cannot_be_loaded(experiment, good_csv):
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(good_csv),
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(good_csv),
                                    "--no-log"))
     assert f"--model-uri {ANY_MODEL} could not be loaded" in line
     assert "not found" in line and "models:/<model_id>" in line
@@ -109,17 +94,17 @@ def test_model_uri_that_cannot_be_loaded(experiment, good_csv):
     (["--config", "missing.yaml"], "Invalid value for '--config'"),
 ])
 def test_bad_option_values_are_one_line(experiment, good_csv, args, message):
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(good_csv),
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", str(good_csv),
                                    "--no-log", *args))
     assert message in line
 
 
 def test_usage_errors_of_every_command_are_one_line(tmp_path):
-    line = _one_error_line(_invoke("explain", "--data", str(tmp_path / "missing.csv")))
+    line = one_error_line(_invoke("explain", "--data", str(tmp_path / "missing.csv")))
     assert "Missing option '--model-uri'" in line or "does not exist" in line
-    line = _one_error_line(_invoke("nope"))
+    line = one_error_line(_invoke("nope"))
     assert "No such command 'nope'" in line and "mlflow-xai --help" in line
-    line = _one_error_line(_invoke("methods", "--kind", "nope"))
+    line = one_error_line(_invoke("methods", "--kind", "nope"))
     assert "Invalid value for '--kind'" in line
 
 
@@ -264,7 +249,7 @@ def test_timeout_option_bounds_the_wait_for_a_silent_server(policy_file, silent_
     result = _invoke("check", "--run-id", "0" * 32, "--policy", str(policy_file),
                      "--timeout", "1")
     seconds = time.monotonic() - started
-    line = _one_error_line(result)
+    line = one_error_line(result)
     assert f"tracking server {silent_server} did not answer (no answer within 1s" in line
     assert "--timeout" in line
     assert seconds < 8, f"took {seconds:.1f} s"
@@ -280,7 +265,7 @@ def test_no_probe_for_a_local_store_and_a_password_is_never_printed(tracking_at,
     assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
     uri = f"http://user:s3cret@127.0.0.1:{_closed_port()}"
     tracking_at(uri)
-    line = _one_error_line(_invoke("check", "--run-id", "0" * 32, "--policy", str(policy_file)))
+    line = one_error_line(_invoke("check", "--run-id", "0" * 32, "--policy", str(policy_file)))
     assert "s3cret" not in line and "user:***@127.0.0.1" in line
 
 
@@ -301,7 +286,7 @@ def test_a_proxy_answering_503_counts_as_no_answer(policy_file, tracking_at):
     try:
         uri = f"http://127.0.0.1:{proxy.server_address[1]}"
         tracking_at(uri)
-        line = _one_error_line(_invoke("check", "--run-id", "0" * 32, "--policy",
+        line = one_error_line(_invoke("check", "--run-id", "0" * 32, "--policy",
                                        str(policy_file)))
         assert f"tracking server {uri} did not answer (a proxy answered 503" in line
     finally:

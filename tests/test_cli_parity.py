@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_xai.cli import cli
-from tests.conftest import SKLEARN_REQS
+from tests.conftest import SKLEARN_REQS, one_error_line
 
 #: The data is read and the options checked before this (missing) model is loaded.
 ANY_MODEL = "models:/m-0123456789abcdef"
@@ -26,24 +26,8 @@ def _invoke(*args: Any):
     return CliRunner().invoke(cli, [str(a) for a in args], prog_name="mlflow-xai")
 
 
-def _one_error_line(result, exit_code: int = 2) -> str:
-    """Exactly one line, 'error: ...', with the exit code, and no traceback."""
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        f"unexpected exception: {result.exception!r}\n{result.output}"
-    assert result.exit_code == exit_code, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
-@pytest.fixture()
-def good_csv(tmp_path, cancer_small):
-    X, y = cancer_small
-    path = tmp_path / "eval.csv"
-    X.assign(label=y.to_numpy()).to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +114,7 @@ def test_budget_and_log_metrics_reach_the_config(captured, model_dir, good_csv):
     (["--log-metrics", "some"], "Invalid value for '--log-metrics'"),
 ])
 def test_bad_budget_and_log_metrics_are_one_line(good_csv, args, message):
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", good_csv,
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", good_csv,
                                    "--no-log", *args))
     assert message in line
 
@@ -185,7 +169,7 @@ def test_config_data_is_read_relative_to_the_file(captured, model_dir, good_csv,
     monkeypatch.chdir(tmp_path.parent)  # not the config's folder
     assert _config_of(captured, "--model-uri", model_dir, "--config", config,
                       "--no-log").targets == "label"
-    line = _one_error_line(_invoke("explain", "--model-uri", model_dir, "--no-log"))
+    line = one_error_line(_invoke("explain", "--model-uri", model_dir, "--no-log"))
     assert "Missing option '--data' (or 'data' in --config)" in line
 
 
@@ -202,7 +186,7 @@ def test_config_file_is_refused_like_the_watch_config(tmp_path, good_csv):
              ("- a list\n", "must be a mapping")]
     for text, expected in cases:
         config.write_text(text)
-        explain = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data",
+        explain = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data",
                                           good_csv, "--config", config, "--no-log"))
         watch = _invoke("watch", "--tracking-uri", "http://127.0.0.1:9", "--config", config)
         assert watch.exit_code == 2, watch.output
@@ -247,7 +231,7 @@ def test_param_values_are_yaml_scalars(text, value):
      "kernel_shap: parameter n_samples must be"),
 ])
 def test_param_mistakes_are_one_line(good_csv, args, message):
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", good_csv,
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", good_csv,
                                    "--no-log", *args))
     assert message in line
 
@@ -280,7 +264,7 @@ def test_no_explainer_ran_is_exit_1_with_the_reason(experiment, model_dir, good_
 
     result = _invoke("explain", "--model-uri", model_dir, "--data", good_csv, "--targets",
                      "label", "--explainer", "tree_shap", "--max-rows", "10")
-    line = _one_error_line(result, exit_code=1)
+    line = one_error_line(result, exit_code=1)
     assert line.startswith("error: no explainer ran: tree_shap: needs a tree model")
     assert "Try --explainer kernel_shap, or leave --explainer out to let the planner " \
            "choose." in line
@@ -334,7 +318,7 @@ def test_policy_pass_is_exit_0_and_fail_is_exit_1(experiment, model_dir, good_cs
 def test_a_bad_policy_is_exit_2(good_csv, tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules: []\n")
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", good_csv,
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", good_csv,
                                    "--policy", policy, "--no-log"))
     assert "rules" in line
 
@@ -368,18 +352,18 @@ def test_experiment_is_created_then_used(experiment, model_dir, good_csv):
 def test_experiment_mistakes_are_one_line(experiment, good_csv):
     import mlflow
 
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", good_csv,
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", good_csv,
                                    "--experiment", "x", "--no-log"))
     assert "leave it out with --no-log" in line
     with mlflow.start_run() as run:
         pass
     other = f"cli-parity-other-{uuid.uuid4().hex[:8]}"
     mlflow.MlflowClient().create_experiment(other)
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", good_csv,
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", good_csv,
                                    "--experiment", other, "--run-id", run.info.run_id))
     assert f"--run-id {run.info.run_id} is in experiment" in line and other in line
     gone = f"cli-parity-gone-{uuid.uuid4().hex[:8]}"
     mlflow.MlflowClient().delete_experiment(mlflow.MlflowClient().create_experiment(gone))
-    line = _one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", good_csv,
+    line = one_error_line(_invoke("explain", "--model-uri", ANY_MODEL, "--data", good_csv,
                                    "--experiment", gone))
     assert f"--experiment '{gone}' is deleted" in line

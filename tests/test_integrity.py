@@ -13,6 +13,7 @@ import pytest
 
 import mlflow_xai
 from mlflow_xai.errors import ConfigError, InvalidInputError, ModelPredictError
+from tests.conftest import mlflow_refuses
 
 EXACT = {"exact_shap": {}}
 KERNEL = {"kernel_shap": {"n_samples": 64}}
@@ -41,15 +42,6 @@ def _nan_off_the_data(data: pd.DataFrame):
     return model
 
 
-def _mlflow_refuses(name: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_metric
-
-    try:
-        _validate_metric(name, 1.0, 0, 0)
-    except MlflowException as exc:
-        return exc.message
-    return None
 
 
 # -- 1. a feature name of 240+ characters --------------------------------------------------
@@ -87,7 +79,7 @@ def test_colliding_feature_names_get_distinct_metrics_and_a_recorded_mapping(tmp
     for feature in ("a/b", "a_b", "c"):  # before the fix one value replaced the other
         assert metrics[f"xai.exact_shap.importance.{names[feature]}"] == pytest.approx(
             float(expl.importance.at[feature, "exact_shap"]))
-    assert all(_mlflow_refuses(name) is None for name in metrics)
+    assert all(mlflow_refuses(name) is None for name in metrics)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["artifacts"]["sha256"]["metric_names.json"] == sha256_bytes(
         (tmp_path / "metric_names.json").read_bytes())
@@ -131,7 +123,7 @@ def test_the_mapping_is_unique_valid_and_deterministic():
     method = "m" * 64  # the longest method name the budget leaves room for
     for segment in mapping.values():
         assert len(segment) <= FEATURE_SEGMENT_BUDGET
-        assert _mlflow_refuses(f"xai/{method}/importance/{segment}") is None, segment
+        assert mlflow_refuses(f"xai/{method}/importance/{segment}") is None, segment
 
 
 def test_metric_names_mlflow_would_refuse_are_dropped_not_logged():
@@ -147,7 +139,7 @@ def test_metric_names_mlflow_would_refuse_are_dropped_not_logged():
     assert metrics["xai/good/importance/a"] == 1.0
     assert "xai/check/agreement/good__x/rank_correlation" in metrics
     assert not any("bad?name" in k or "odd" in k or "escape" in k for k in metrics)
-    assert all(_mlflow_refuses(name) is None for name in metrics)
+    assert all(mlflow_refuses(name) is None for name in metrics)
 
 
 # -- 3. features named like the reserved parquet columns -------------------------------------

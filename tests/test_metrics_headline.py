@@ -20,7 +20,7 @@ from mlflow_xai.artifacts import (
     metrics_from_documents,
     stability_json,
 )
-from tests.conftest import FAST
+from tests.conftest import FAST, mlflow_refuses
 
 #: Judged on the documents whatever is logged: a feature's importance, a check figure, agreement.
 POLICY = {"rules": [
@@ -32,15 +32,6 @@ POLICY = {"rules": [
 ]}
 
 
-def _mlflow_refuses(name: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_metric
-
-    try:
-        _validate_metric(name, 1.0, 0, 0)
-    except MlflowException as exc:
-        return exc.message
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +54,7 @@ def test_default_run_logs_a_short_headline(explained):
     metrics = metrics_for(expl)
     assert len(metrics) <= MAX_HEADLINE_METRICS
     assert all(k.startswith("xai.") and "/" not in k for k in metrics), sorted(metrics)
-    assert all(_mlflow_refuses(k) is None for k in metrics)
+    assert all(mlflow_refuses(k) is None for k in metrics)
 
     primary = expl.summary["primary_method"]
     assert primary == "kernel_shap"
@@ -240,7 +231,7 @@ def test_feature_segments_follow_the_metric_name_rule():
     segments = feature_metric_names(names)
     assert {k for k in metrics if ".importance." in k} == {
         f"xai.m.importance.{segments[f]}" for f in names}
-    assert all(_mlflow_refuses(k) is None for k in metrics)
+    assert all(mlflow_refuses(k) is None for k in metrics)
 
 
 def test_each_selector_gets_its_two_telling_figures():

@@ -170,3 +170,22 @@ def test_progress_bar_counts_planned_work_including_checks(cancer, monkeypatch):
     # tree_shap does not apply to a logistic regression: 1 method + 2 checks, 30 rows each.
     assert totals == [30 * 3]
     assert sum(updates) == 30 * 3
+
+
+def test_sampled_estimators_report_standard_errors_in_importance_json(cancer):
+    from sklearn.linear_model import LogisticRegression
+
+    from mlflow_xai.artifacts import importance_json
+
+    X, y = cancer
+    model = LogisticRegression(max_iter=5000).fit(X.iloc[:, :6], y)
+    expl = mlflow_xai.explain(model, X.iloc[:40, :6], checks=[],
+                              explainers={"kernel_shap": {"n_samples": 32}, "exact_shap": {}})
+    doc = importance_json(expl)
+    kernel, exact = doc["kernel_shap"], doc["exact_shap"]
+    assert all("standard_error" not in v for v in exact.values())
+    assert all(v["standard_error"] > 0 for v in kernel.values())
+    # The bound covers the actual error of the global importance on every feature.
+    for feature, v in kernel.items():
+        assert abs(v["importance"] - exact[feature]["importance"]) <= 3 * v["standard_error"]
+    assert set(expl.standard_errors) == {"kernel_shap"}
