@@ -208,18 +208,19 @@ def size_to_budget(methods: dict[str, dict[str, Any]], registry: Any, *, budget_
     fixed_cost: dict[str, float] = {}
 
     def calibrated(name: str, params: dict[str, Any]) -> float:
-        if name not in overhead:  # once per method, at its first (largest) setting
-            expected = (_model_rows(name, params, registry, n_rows=pilot_rows,
+        if name not in overhead:  # once per method
+            # Timed at a fixed, small sample count (adaptive sampling could stop early on a
+            # few pilot rows), so that calibrating stays cheap next to the budget.
+            trial = dict(params)
+            if trial.get("n_samples") == "auto":
+                trial["n_samples"] = min(int(trial.get("min_samples") or 128), 128)
+            expected = (_model_rows(name, trial, registry, n_rows=pilot_rows,
                                     n_features=n_features, n_background=n_background)
                         or 0.0) * per_model_row
             overhead[name], fixed_cost[name] = DEFAULT_OVERHEAD, 0.0
             if 0 < expected <= CALIBRATION_SHARE * budget_s:
-                # The two-size pilot separates per-row time from set-up time. Adaptive
-                # sampling may stop early on a few pilot rows: time the upper bound instead.
-                fixed_params = dict(params)
-                if fixed_params.get("n_samples") == "auto" and "max_samples" in fixed_params:
-                    fixed_params["n_samples"] = fixed_params["max_samples"]
-                per_row, fixed = _cached(pilots, name, fixed_params)
+                # The two-size pilot separates per-row time from set-up time.
+                per_row, fixed = _cached(pilots, name, trial)
                 if per_row > 0:
                     overhead[name] = min(max(per_row * pilot_rows / expected, 1.0), 50.0)
                     fixed_cost[name] = fixed

@@ -129,3 +129,27 @@ def test_regressor_through_evaluate(experiment, linreg, diabetes):
     top = max((k for k in result.metrics if ".importance." in k), key=result.metrics.get)
     effect = (np.abs(linreg.coef_) * X.iloc[:150].std()).idxmax()
     assert top == f"xai.permutation_shap.importance.{effect}"
+
+
+def test_unnamed_xai_stays_cheap_and_named_xai_plans_within_30_s(logged_logreg, cancer_small):
+    import mlflow
+
+    X, y = cancer_small
+    frame = X.assign(label=y.to_numpy())
+    summaries = {}
+    for key, kwargs in (("unnamed", {}), ("named", {"evaluators": ["xai"]})):
+        with mlflow.start_run() as run:
+            mlflow.models.evaluate(logged_logreg.model_uri, frame, targets="label",
+                                   model_type="classifier", **kwargs)
+        summaries[key] = mlflow.artifacts.load_dict(
+            f"{run.info.artifact_uri}/xai/summary.json")
+    unnamed, named = summaries["unnamed"], summaries["named"]
+    # Unnamed: the planner in a 1 s budget, at most 100 rows, only checks that call no model.
+    assert unnamed["plan"]["mode"] == "auto" and unnamed["plan"]["budget_s"] == 1.0
+    assert unnamed["data"]["max_rows"] == 100
+    assert set(unnamed["checks"]) <= {"agreement", "bootstrap_importance", "completeness"}
+    assert all(c["model_evals"] == 0 for c in unnamed["checks"].values())
+    # Named: the planner's choice within the 30 s default budget, the default checks.
+    assert named["plan"]["mode"] == "auto" and named["plan"]["budget_s"] == 30.0
+    assert "deletion_insertion" in named["checks"]
+    assert [c["method"] for c in named["plan"]["chosen"]][0] in ("exact_shap", "kernel_shap")

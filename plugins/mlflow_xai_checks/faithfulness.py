@@ -42,6 +42,13 @@ def _curves(ctx: CheckContext, orders: np.ndarray, steps: int, insertion: bool) 
     return ctx.predict_rows(variants), cuts / d
 
 
+def _gain(difference: np.ndarray, scale: float) -> float:
+    """Mean AUC difference relative to the output scale; float noise (|gain| < 1e-9) is 0, so
+    orders that coincide with the random ones neither pass nor fail by rounding."""
+    gain = float(np.mean(difference) / scale)
+    return 0.0 if abs(gain) < 1e-9 else gain
+
+
 def _auc(curve: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     return np.trapezoid(curve, fractions, axis=1)
 
@@ -53,15 +60,20 @@ class DeletionInsertion(Check):
         "attribution order and track the output; areas compared with random orders.")
     default: ClassVar[bool] = True
     cost: ClassVar[str] = "2 x (steps + 1) x (methods + n_random) evaluations per row"
+    defaults: ClassVar[dict[str, Any]] = {"steps": 20, "n_random": 3, "max_rows": 200,
+                                          "min_gain": 0.0}
+    param_types: ClassVar[dict[str, str]] = {"steps": "int >= 1", "n_random": "int >= 1",
+                                         "max_rows": "int >= 1", "min_gain": "float"}
 
     def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int
                              ) -> float | None:
         rows = min(n_rows, int(params["max_rows"]))
         return 2.0 * (params["steps"] + 1) * (n_methods + params["n_random"]) * rows
-    defaults: ClassVar[dict[str, Any]] = {"steps": 20, "n_random": 3, "max_rows": 200,
-                                          "min_gain": 0.0}
-    param_types: ClassVar[dict[str, str]] = {"steps": "int >= 1", "n_random": "int >= 1",
-                                         "max_rows": "int >= 1", "min_gain": "float"}
+
+    def supports(self, ctx: CheckContext) -> str | None:
+        if ctx.X.shape[1] < 2:  # every order is the same one: no gain can be measured
+            return "deletion and insertion orders need at least 2 features"
+        return None
 
     def run(self, ctx: CheckContext) -> CheckResult:
         params = self.validate_params()
@@ -89,9 +101,8 @@ class DeletionInsertion(Check):
             result.figures.update({
                 f"{method}/deletion_auc": float(del_auc.mean()),
                 f"{method}/insertion_auc": float(ins_auc.mean()),
-                f"{method}/deletion_gain": float((random_auc["deletion"] - del_auc).mean() / scale),
-                f"{method}/insertion_gain": float((ins_auc - random_auc["insertion"]).mean()
-                                                  / scale),
+                f"{method}/deletion_gain": _gain(random_auc["deletion"] - del_auc, scale),
+                f"{method}/insertion_gain": _gain(ins_auc - random_auc["insertion"], scale),
             })
             result.thresholds[f"{method}/deletion_gain"] = {"min": params["min_gain"]}
             result.thresholds[f"{method}/insertion_gain"] = {"min": params["min_gain"]}
@@ -116,13 +127,13 @@ class Infidelity(Check):
         "the same values is scored alongside.")
     default: ClassVar[bool] = True
     cost: ClassVar[str] = "n_perturbations evaluations per row (shared by all methods)"
+    defaults: ClassVar[dict[str, Any]] = {"n_perturbations": 20, "subset_fraction": 0.25}
+    param_types: ClassVar[dict[str, str]] = {"n_perturbations": "int >= 1",
+                                         "subset_fraction": "float in (0, 1]"}
 
     def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int
                              ) -> float | None:
         return float(params["n_perturbations"]) * n_rows
-    defaults: ClassVar[dict[str, Any]] = {"n_perturbations": 20, "subset_fraction": 0.25}
-    param_types: ClassVar[dict[str, str]] = {"n_perturbations": "int >= 1",
-                                         "subset_fraction": "float in (0, 1]"}
 
     def run(self, ctx: CheckContext) -> CheckResult:
         params = self.validate_params()
@@ -169,12 +180,12 @@ class FaithfulnessCorrelation(Check):
         "mass of random feature subsets and the output drop when they are removed.")
     default: ClassVar[bool] = True
     cost: ClassVar[str] = "n_subsets evaluations per row (shared by all methods)"
+    defaults: ClassVar[dict[str, Any]] = {"n_subsets": 30, "subset_fraction": 0.25}
+    param_types: ClassVar[dict[str, str]] = {"n_subsets": "int >= 2", "subset_fraction": "float in (0, 1]"}
 
     def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int
                              ) -> float | None:
         return float(params["n_subsets"]) * n_rows
-    defaults: ClassVar[dict[str, Any]] = {"n_subsets": 30, "subset_fraction": 0.25}
-    param_types: ClassVar[dict[str, str]] = {"n_subsets": "int >= 2", "subset_fraction": "float in (0, 1]"}
 
     def run(self, ctx: CheckContext) -> CheckResult:
         params = self.validate_params()
