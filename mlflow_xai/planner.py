@@ -166,10 +166,20 @@ def seconds_per_model_row(counter: Any, X: np.ndarray, *, max_rows: int = 65536)
 
 @dataclass
 class _Costs:
-    """Seconds per explained row and fixed seconds of each planned method."""
+    """Seconds per explained row and fixed seconds of each planned method (and the checks)."""
 
     per_row: dict[str, float]
     fixed: dict[str, float]
+
+    def rows_that_fit(self, seconds: float, n_rows: int) -> int:
+        per_row = sum(self.per_row.values())
+        spare = seconds - sum(self.fixed.values())
+        return n_rows if per_row <= 0 else int(max(spare, 0.0) // per_row)
+
+    def estimates(self, rows: int) -> dict[str, float]:
+        """Estimated seconds of each method (and the checks) on ``rows`` rows."""
+        return {name: round(self.fixed.get(name, 0.0) + per_row * rows, 3)
+                for name, per_row in self.per_row.items()}
 
 
 def _model_rows(name: str, params: dict[str, Any], registry: Any, *, n_rows: int,
@@ -180,115 +190,128 @@ def _model_rows(name: str, params: dict[str, Any], registry: Any, *, n_rows: int
         validated = explainer.validate_params()
         rows = explainer.estimated_model_rows(validated, n_rows=n_rows, n_features=n_features,
                                               n_background=n_background)
-    except Exception:
+    except Exception:  # a plugin's estimate must not sink the plan: fall back to a pilot
         return None
     return None if rows is None else float(rows)
 
 
-def size_to_budget(methods: dict[str, dict[str, Any]], registry: Any, *, budget_s: float,
-                   n_rows: int, n_features: int, n_background: int, per_model_row: float,
-                   check_rows_per_row: float, pilot: Any, pilot_rows: int, auto: bool
-                   ) -> tuple[dict[str, dict[str, Any]], int, int, dict[str, float], bool]:
-    """Rows, background rows and Kernel SHAP samples that fit ``budget_s``.
+@dataclass
+class CostModel:
+    """Seconds a method will take, from its model-row estimate and the model's measured cost
+    per row, or from a timed pilot.
 
     ``pilot(name, params)`` times a method on up to ``pilot_rows`` rows: (seconds per row,
     fixed seconds). It gives the cost of a method that cannot estimate its model rows, and
     calibrates the estimate of one that can (building masked inputs and solving add to the
     model's own time, several-fold for a cheap model) when the pilot is expected to cost at
     most :data:`CALIBRATION_SHARE` of the budget; else :data:`DEFAULT_OVERHEAD` is assumed.
-
-    Returns (methods with sized params, rows, background rows, estimated seconds per method,
-    cut: True when even the cheapest setting needed fewer than :data:`MIN_ROWS` rows).
     """
-    work = budget_s * WORK_SHARE
-    methods = {n: dict(p) for n, p in methods.items()}
-    pilots: dict[str, tuple[float, float]] = {}
-    overhead: dict[str, float] = {}
 
-    fixed_cost: dict[str, float] = {}
+    registry: Any
+    pilot: Any
+    n_rows: int
+    n_features: int
+    n_background: int
+    pilot_rows: int
+    per_model_row: float
+    check_rows_per_row: float
+    budget_s: float
+    _pilots: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _overhead: dict[str, tuple[float, float]] = field(default_factory=dict)
 
-    def calibrated(name: str, params: dict[str, Any]) -> float:
-        if name not in overhead:  # once per method
-            # Timed at a fixed, small sample count (adaptive sampling could stop early on a
-            # few pilot rows), so that calibrating stays cheap next to the budget.
-            trial = dict(params)
-            if trial.get("n_samples") == "auto":
-                trial["n_samples"] = min(int(trial.get("min_samples") or 128), 128)
-            expected = (_model_rows(name, trial, registry, n_rows=pilot_rows,
-                                    n_features=n_features, n_background=n_background)
-                        or 0.0) * per_model_row
-            overhead[name], fixed_cost[name] = DEFAULT_OVERHEAD, 0.0
-            if 0 < expected <= CALIBRATION_SHARE * budget_s:
-                # The two-size pilot separates per-row time from set-up time.
-                per_row, fixed = _cached(pilots, name, trial)
-                if per_row > 0:
-                    overhead[name] = min(max(per_row * pilot_rows / expected, 1.0), 50.0)
-                    fixed_cost[name] = fixed
-        return overhead[name]
-
-    def seconds(name: str, params: dict[str, Any], bg: int) -> tuple[float, float]:
-        rows = _model_rows(name, params, registry, n_rows=n_rows, n_features=n_features,
-                           n_background=bg)
-        if rows is None:
-            return _cached(pilots, name, params)
-        per_row = rows * per_model_row / max(n_rows, 1)
-        return per_row * calibrated(name, params), fixed_cost.get(name, 0.0)
-
-    def costs(bg: int) -> _Costs:
+    def costs(self, methods: dict[str, dict[str, Any]], background: int) -> _Costs:
         per_row, fixed = {}, {}
         for name, params in methods.items():
-            per_row[name], fixed[name] = seconds(name, params, bg)
-        per_row["checks"] = check_rows_per_row * per_model_row
+            per_row[name], fixed[name] = self.seconds(name, params, background)
+        per_row["checks"] = self.check_rows_per_row * self.per_model_row
         fixed["checks"] = 0.0
         return _Costs(per_row, fixed)
 
-    def _cached(cache: dict[str, tuple[float, float]], name: str, params: dict[str, Any]
+    def seconds(self, name: str, params: dict[str, Any], background: int
                 ) -> tuple[float, float]:
-        if name not in cache:  # a pilot runs the method: once per method
-            cache[name] = pilot(name, params)
-        return cache[name]
+        """(seconds per explained row, fixed seconds) of one method."""
+        rows = _model_rows(name, params, self.registry, n_rows=self.n_rows,
+                           n_features=self.n_features, n_background=background)
+        if rows is None:
+            return self._piloted(name, params)
+        factor, fixed = self._calibration(name, params)
+        return rows * self.per_model_row / max(self.n_rows, 1) * factor, fixed
 
-    def rows_that_fit(c: _Costs) -> int:
-        per_row = sum(c.per_row.values())
-        spare = work - sum(c.fixed.values())
-        return n_rows if per_row <= 0 else int(max(spare, 0.0) // per_row)
+    def _piloted(self, name: str, params: dict[str, Any]) -> tuple[float, float]:
+        if name not in self._pilots:  # a pilot runs the method: once per method
+            self._pilots[name] = self.pilot(name, params)
+        return self._pilots[name]
 
-    background = n_background
-    sizable = auto and "kernel_shap" in methods and "n_samples" not in methods["kernel_shap"]
-    samples = [s for s in KERNEL_SAMPLES if s < 2 ** n_features - 2] if sizable else []
-    exact_cost = 2 ** n_features - 2
-    if sizable and exact_cost <= KERNEL_SAMPLES[0]:
-        # Every coalition fits the largest sample budget: enumerate when that still fits.
-        trial = {**methods}
-        trial.pop("kernel_shap")
-        methods = {"exact_shap": {}, **trial}
-        c = costs(background)
-        if rows_that_fit(c) >= min(n_rows, TARGET_ROWS):
-            return methods, min(n_rows, rows_that_fit(c)), background, _estimates(c), False
-        methods = {"kernel_shap": {}, **trial}
+    def _calibration(self, name: str, params: dict[str, Any]) -> tuple[float, float]:
+        """(measured / estimated time per row, fixed seconds), once per method."""
+        if name in self._overhead:
+            return self._overhead[name]
+        # Timed at a fixed, small sample count (adaptive sampling could stop early on a few
+        # pilot rows), so that calibrating stays cheap next to the budget.
+        trial = dict(params)
+        if trial.get("n_samples") == "auto":
+            trial["n_samples"] = min(int(trial.get("min_samples") or 128), 128)
+        expected = (_model_rows(name, trial, self.registry, n_rows=self.pilot_rows,
+                                n_features=self.n_features, n_background=self.n_background)
+                    or 0.0) * self.per_model_row
+        self._overhead[name] = (DEFAULT_OVERHEAD, 0.0)
+        if 0 < expected <= CALIBRATION_SHARE * self.budget_s:
+            per_row, fixed = self._piloted(name, trial)  # two sizes: per-row vs set-up
+            if per_row > 0:
+                factor = min(max(per_row * self.pilot_rows / expected, 1.0), 50.0)
+                self._overhead[name] = (factor, fixed)
+        return self._overhead[name]
+
+
+@dataclass
+class Sizing:
+    """What :func:`size_to_budget` chose."""
+
+    methods: dict[str, dict[str, Any]]
+    rows: int
+    background: int
+    estimated_s: dict[str, float]
+    cut: bool  # even the cheapest setting fitted fewer than MIN_ROWS rows
+
+
+def size_to_budget(methods: dict[str, dict[str, Any]], model: CostModel, *, auto: bool
+                   ) -> Sizing:
+    """Rows, background rows and Kernel SHAP samples that fit :data:`WORK_SHARE` of the
+    budget: exact enumeration when it fits :data:`TARGET_ROWS` rows (auto plans), else the
+    largest Kernel SHAP sample cap that does, then as many rows as fit; background rows are
+    halved (down to :data:`MIN_BACKGROUND`) only when fewer than :data:`MIN_ROWS` fit."""
+    work = model.budget_s * WORK_SHARE
+    n_rows, n_features = model.n_rows, model.n_features
+    methods = {n: dict(p) for n, p in methods.items()}
+    background = model.n_background
     goal = min(n_rows, TARGET_ROWS)
-    for n_samples in samples or [None]:
-        if n_samples is not None:
-            # Adaptive: rounds from min_samples, doubling, stop once the standard errors are
-            # within 5 % of each row's attributions; max_samples bounds the cost planned.
-            methods["kernel_shap"].update(n_samples="auto", max_samples=n_samples,
-                                          min_samples=min(128, n_samples))
-        c = costs(background)
-        if rows_that_fit(c) >= goal:
+    sizable = auto and "kernel_shap" in methods and "n_samples" not in methods["kernel_shap"]
+    if sizable and 2 ** n_features - 2 <= KERNEL_SAMPLES[0]:
+        # Every coalition fits the largest sample cap: enumerate when that still fits.
+        others = {n: p for n, p in methods.items() if n != "kernel_shap"}
+        exact = {"exact_shap": {}, **others}
+        costs = model.costs(exact, background)
+        fit = costs.rows_that_fit(work, n_rows)
+        if fit >= goal:
+            rows = min(n_rows, fit)
+            return Sizing(exact, rows, background, costs.estimates(rows), False)
+    caps = [s for s in KERNEL_SAMPLES if s < 2 ** n_features - 2] if sizable else []
+    for cap in caps:
+        # Adaptive: rounds from min_samples, doubling, stop once the standard errors are
+        # within 5 % of each row's attributions; max_samples bounds the cost planned.
+        methods["kernel_shap"].update(n_samples="auto", max_samples=cap,
+                                      min_samples=min(128, cap))
+        if model.costs(methods, background).rows_that_fit(work, n_rows) >= goal:
             break
-    c = costs(background)
-    while rows_that_fit(c) < min(n_rows, MIN_ROWS) and background > MIN_BACKGROUND:
+    costs = model.costs(methods, background)
+    while costs.rows_that_fit(work, n_rows) < min(n_rows, MIN_ROWS) and \
+            background > MIN_BACKGROUND:
         background = max(MIN_BACKGROUND, background // 2)
-        c = costs(background)
-    fit = rows_that_fit(c)
+        costs = model.costs(methods, background)
+    fit = costs.rows_that_fit(work, n_rows)
     rows = max(min(n_rows, fit), min(n_rows, 5))
-    cut = fit < min(n_rows, MIN_ROWS)
-    return methods, rows, background, _estimates(c, rows), cut
-
-
-def _estimates(c: _Costs, rows: int | None = None) -> dict[str, float]:
-    return {name: round(c.fixed.get(name, 0.0) + c.per_row[name] * (rows or 0), 3)
-            for name in c.per_row} if rows is not None else {}
+    return Sizing(methods, rows, background, costs.estimates(rows),
+                  cut=fit < min(n_rows, MIN_ROWS))
 
 
 def make_plan(*, config: XaiConfig, registry: Any, prepared: Any, adapter: Any, counter: Any,
@@ -343,11 +366,12 @@ def make_plan(*, config: XaiConfig, registry: Any, prepared: Any, adapter: Any, 
 
     applicable = {m: p for m, p in methods.items()
                   if applicability({m: p}, registry, task)[m] is None}
-    sized, rows, background, estimates, cut = size_to_budget(
-        applicable, registry, budget_s=float(config.budget_s), n_rows=n, n_features=d,
-        n_background=len(prepared.background), per_model_row=per_model_row,
-        check_rows_per_row=check_rows_per_row, pilot=pilot, pilot_rows=len(pilot_pos),
-        auto=auto)
+    cost_model = CostModel(registry=registry, pilot=pilot, n_rows=n, n_features=d,
+                           n_background=len(prepared.background), pilot_rows=len(pilot_pos),
+                           per_model_row=per_model_row, check_rows_per_row=check_rows_per_row,
+                           budget_s=float(config.budget_s))
+    sizing = size_to_budget(applicable, cost_model, auto=auto)
+    sized, rows, background, cut = sizing.methods, sizing.rows, sizing.background, sizing.cut
     if auto:  # exact_shap may have replaced kernel_shap
         for c in chosen:
             if c["method"] == "kernel_shap" and "exact_shap" in sized:
@@ -366,7 +390,7 @@ def make_plan(*, config: XaiConfig, registry: Any, prepared: Any, adapter: Any, 
                                              replace=False))
     record.update(rows=int(rows), background_rows=int(background),
                   seconds_per_model_row=float(f"{per_model_row:.3g}"),
-                  estimated_s={k: v for k, v in estimates.items()},
+                  estimated_s=sizing.estimated_s,
                   chosen=_with_params(chosen, plan.methods), left_out=left_out, cut=bool(cut))
     return plan
 
