@@ -185,6 +185,10 @@ class Attribution:
     #: ``(n_rows, n_features)`` standard error of each value, for sampled estimators (None for
     #: exact methods): from the estimator's own samples (paired samples or the regression).
     standard_errors: np.ndarray | None = None
+    #: ``(n_rows, n_features, n_features)`` pairwise Shapley interaction values (symmetric;
+    #: the diagonal holds each feature's main effect), for interaction explainers; the index
+    #: (k-SII, Faith-SHAP, ...) is named in ``info["index"]``.
+    interactions: np.ndarray | None = None
 
     def global_importance(self) -> np.ndarray:
         if self.importance is not None:
@@ -634,4 +638,5 @@ def _concat(parts: list[Attribution]) -> Attribution:
         output_space=parts[0].output_space,
         info=parts[0].info,
         standard_errors=cat("standard_errors"),
+        interactions=cat("interactions"),
     )

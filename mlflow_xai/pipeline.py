@@ -565,7 +565,8 @@ def _merge(parts: list[tuple[np.ndarray, Attribution]], n: int, d: int) -> Attri
     return Attribution(values=place("values", (n, d)), base_values=place("base_values", (n,)),
                        outputs=place("outputs", (n,)), output_space=first.output_space,
                        info=_merged_info([a.info for _, a in parts]),
-                       standard_errors=place("standard_errors", (n, d)))
+                       standard_errors=place("standard_errors", (n, d)),
+                       interactions=place("interactions", (n, d, d)))
 
 
 def _merged_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
