@@ -66,6 +66,8 @@ def explain(
     timeout: float | None = None,
     budget_s: float | None = None,
     log_metrics: str = "headline",
+    feature_groups: Any = None,
+    max_groups: int = 64,
 ) -> Explanations:
     """Explain ``model`` on ``data`` with every requested (or applicable) explainer.
 
@@ -83,7 +85,7 @@ def explain(
             selectors only).
         checks: check names or a dict ``name -> parameters``; default the cheap checks
             (agreement, bootstrap_importance, completeness, deletion_insertion, infidelity,
-            faithfulness_correlation); ``[]`` runs none.
+            faithfulness_correlation, rank_uncertainty); ``[]`` runs none.
         selectors: feature-selection method names or a dict ``name -> parameters`` (for
             example ``{"mutual_info": {"k": 10}}``); default none. Results are in
             ``.selection[name]`` (``.scores``, ``.ranking``, ``.selected``).
@@ -116,6 +118,15 @@ def explain(
             use 30).
         log_metrics: ``"headline"`` (default): at most 30 ``xai.*`` metrics when
             logged; ``"all"``: every figure. The artifacts always hold every figure.
+        feature_groups: explain groups of columns as single players: ``"auto"``
+            (correlation clusters: hierarchical clustering on 1 - |Spearman|, at most
+            ``max_groups``, each named after its most central column, e.g.
+            ``"mean radius (+4)"``) or a dict ``{group name: [columns]}`` (columns left out
+            stay single). The attributions then have one column per group and add up over
+            the groups; ``summary["feature_groups"]`` lists the members. ``False`` never
+            groups; None (default) explains single columns, except that
+            ``explainers="auto"`` groups wide data (more than 200 columns) itself.
+        max_groups: the most groups ``feature_groups="auto"`` makes (default 64).
 
     Returns:
         :class:`~mlflow_xai.explanations.Explanations`; call ``.log()`` to upload to MLflow.
@@ -130,7 +141,8 @@ def explain(
                        background_rows=background_rows, max_rows=max_rows, device=device,
                        seed=seed, output=output, strict=strict, progress=progress,
                        model_type=model_type, timeout=timeout, budget_s=budget_s,
-                       log_metrics=log_metrics)
+                       log_metrics=log_metrics, feature_groups=feature_groups,
+                       max_groups=max_groups)
     result = run(model, data, config)
     if output_dir is not None:
         from mlflow_xai.artifacts import write_artifacts

@@ -4,7 +4,10 @@ Layout (see README, "Artifacts"): ``summary.json``, ``importance.json``, ``stabi
 ``attributions/<method>.parquet``, ``plots/<method>_bar.png``, ``plots/<method>_beeswarm.png``,
 ``plots/<primary method>_waterfall.png``,
 ``selection/<selector>.json``, ``plots/selection_<selector>.png``, ``report.html``,
-``metric_names.json`` (feature -> metric-name segment, see :mod:`mlflow_xai.metric_names`).
+``metric_names.json`` (feature -> metric-name segment, see :mod:`mlflow_xai.metric_names`),
+and for interaction methods ``interactions/<method>.parquet`` (each row's strongest pairs),
+``interactions/<method>_matrix.json`` (the global matrix) and
+``plots/<method>_interactions.png``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +35,28 @@ METRIC_PREFIX = "xai"
 MAX_IMPORTANCE_METRICS = 100
 #: The mapping feature -> metric-name segment (see :mod:`mlflow_xai.metric_names`).
 METRIC_NAMES_FILE = "metric_names.json"
+#: Interaction methods' documents: ``interactions/<method>.parquet`` (per row, the strongest
+#: pairs) and ``interactions/<method>_matrix.json`` (the global matrix, what the gate reads).
+INTERACTIONS_DIR = "interactions"
+#: Pairs per explained row in ``interactions/<method>.parquet``.
+INTERACTION_PAIRS_PER_ROW = 10
+#: Pairs of the primary interaction method that are headline metrics (if the cap allows).
+HEADLINE_INTERACTIONS = 3
+#: Pairs per interaction method logged with ``log_metrics="all"``.
+ALL_INTERACTIONS = 20
+_MATRIX_FILE = re.compile(r"^interactions/([\w.\-]+)_matrix\.json$")
+
+
+def interaction_matrix_file(method: str) -> str:
+    """The path of ``method``'s global interaction matrix inside ``xai/``."""
+    return f"{INTERACTIONS_DIR}/{method}_matrix.json"
+
+
+def interaction_matrix_method(name: str) -> str | None:
+    """The method whose matrix ``name`` (a path inside ``xai/``) is, else None: the manifest
+    is data, so only ``interactions/<plain name>_matrix.json`` qualifies (no path tricks)."""
+    match = _MATRIX_FILE.match(str(name))
+    return match.group(1) if match else None
 
 
 def metric_safe(name: str) -> str:
@@ -48,33 +74,49 @@ def metrics_for(expl: Explanations) -> dict[str, float]:
     return logged_metrics(
         expl.summary, importance_json(expl), stability_json(expl),
         {name: selection.to_json() for name, selection in expl.selection.items()},
-        expl.governance)
+        expl.governance, interactions_json(expl))
 
 
 def logged_metrics(summary: dict[str, Any], importance: dict[str, Any],
                    stability: dict[str, Any],
                    selection: dict[str, dict[str, Any]] | None = None,
-                   governance: dict[str, Any] | None = None) -> dict[str, float]:
+                   governance: dict[str, Any] | None = None,
+                   interactions: dict[str, dict[str, Any]] | None = None) -> dict[str, float]:
     """What is logged, from the JSON documents alone (so every entrance logs the same names):
     ``summary['log_metrics'] == "all"``: every figure (:func:`all_metrics`, ``xai/...``); else
     (``"headline"``, or absent): :func:`headline_metrics` (``xai.<...>``, at most
-    :data:`MAX_HEADLINE_METRICS`)."""
+    :data:`MAX_HEADLINE_METRICS`). ``interactions``: method -> its
+    ``interactions/<method>_matrix.json``."""
     if summary.get("log_metrics") == "all":
-        return all_metrics(summary, importance, stability, selection, governance)
-    return headline_metrics(summary, importance, stability, selection, governance)
+        return all_metrics(summary, importance, stability, selection, governance, interactions)
+    return headline_metrics(summary, importance, stability, selection, governance,
+                            interactions)
 
 
 def all_metrics(summary: dict[str, Any], importance: dict[str, Any],
                 stability: dict[str, Any],
                 selection: dict[str, dict[str, Any]] | None = None,
-                governance: dict[str, Any] | None = None) -> dict[str, float]:
+                governance: dict[str, Any] | None = None,
+                interactions: dict[str, dict[str, Any]] | None = None) -> dict[str, float]:
     """Every figure: ``xai/<method>/<figure>``, ``xai/<method>/importance/<f>``,
-    ``xai/check/<check>/<figure>``, ``xai/selection/<selector>/<figure>``, the run figures and
-    ``xai/governance/passed`` when a policy was judged (``log_metrics="all"``)."""
+    ``xai/check/<check>/<figure>``, ``xai/selection/<selector>/<figure>``, the run figures,
+    ``xai/governance/passed`` when a policy was judged and, per interaction method, the mean
+    |interaction| of its :data:`ALL_INTERACTIONS` strongest pairs as
+    ``xai/<method>/interaction/<a>__<b>`` (``log_metrics="all"``)."""
+    from mlflow_xai.metric_names import valid_metrics
+
     metrics = metrics_from_documents(summary, importance, stability, selection)
     if governance is not None:
         metrics[f"{METRIC_PREFIX}/governance/passed"] = float(
             governance.get("verdict") == "passed")
+    if interactions:
+        segments = metric_names_json(summary, importance)
+        pairs: dict[str, float] = {}
+        for method in _interaction_methods(summary, interactions):
+            for a, b, value in strongest_pairs(interactions[method], ALL_INTERACTIONS):
+                pairs[f"{METRIC_PREFIX}/{method}/interaction/"
+                      f"{_segment(a, segments)}__{_segment(b, segments)}"] = value
+        metrics.update(valid_metrics(pairs))
     return metrics
 
 
@@ -103,7 +145,9 @@ def headline_primary(summary: dict[str, Any], importance: dict[str, Any]) -> str
 def headline_metrics(summary: dict[str, Any], importance: dict[str, Any],
                      stability: dict[str, Any],
                      selection: dict[str, dict[str, Any]] | None = None,
-                     governance: dict[str, Any] | None = None) -> dict[str, float]:
+                     governance: dict[str, Any] | None = None,
+                     interactions: dict[str, dict[str, Any]] | None = None
+                     ) -> dict[str, float]:
     """At most :data:`MAX_HEADLINE_METRICS` figures a person reads (``log_metrics="headline"``,
     the default), from the JSON documents alone; every figure stays in the artifacts.
 
@@ -119,7 +163,11 @@ def headline_metrics(summary: dict[str, Any], importance: dict[str, Any],
       :data:`HEADLINE_SELECTION_FIGURES` it has;
     * ``xai.check.<check>.<figure>`` (a figure's ``/`` written ``.``): per check, in check name
       order, at most :data:`HEADLINE_FIGURES_PER_CHECK` of the figures that have a threshold or
-      a verdict, the primary method's first, then in the order of ``stability.json``.
+      a verdict, the primary method's first, then in the order of ``stability.json``;
+    * ``xai.<method>.interaction.<a>__<b>``: the mean |interaction| of the
+      :data:`HEADLINE_INTERACTIONS` strongest pairs of the primary interaction method
+      (:func:`primary_interaction_method`; ``interactions/<method>_matrix.json``), last, so
+      they are logged only when the cap leaves room.
 
     The names hold no ``/``: the MLflow UI makes a chart section of every name prefix before
     the last ``/`` and puts all of those *above* its "Model metrics" section (names without a
@@ -160,8 +208,74 @@ def headline_metrics(summary: dict[str, Any], importance: dict[str, Any],
     for check in sorted(stability):
         for figure, value in _headline_check_figures(stability[check], primary):
             metrics[f"{p}check.{check}.{figure.replace('/', '.')}"] = value
+    method = primary_interaction_method(summary, interactions or {})
+    if method is not None:
+        segments = metric_names_json(summary, importance)
+        for a, b, value in strongest_pairs(interactions[method], HEADLINE_INTERACTIONS):
+            metrics[f"{p}{method}.interaction.{_segment(a, segments)}__"
+                    f"{_segment(b, segments)}"] = value
     metrics = valid_metrics(metrics)
     return dict(list(metrics.items())[:MAX_HEADLINE_METRICS])
+
+
+def _segment(feature: str, segments: dict[str, str]) -> str:
+    return segments.get(str(feature)) or metric_safe(feature)
+
+
+def _interaction_methods(summary: dict[str, Any], interactions: dict[str, Any]) -> list[str]:
+    """The methods that ran ``ok`` and have an interaction matrix, in run order."""
+    methods = summary.get("methods") or {}
+    return [m for m, entry in methods.items()
+            if isinstance(entry, dict) and entry.get("status") == "ok" and m in interactions]
+
+
+def primary_interaction_method(summary: dict[str, Any], interactions: dict[str, Any]
+                               ) -> str | None:
+    """The interaction method whose pairs head the metrics: the primary method when it has an
+    interaction matrix, else the first interaction method that ran ``ok``."""
+    ran = _interaction_methods(summary, interactions)
+    primary = summary.get("primary_method")
+    return primary if primary in ran else (ran or [None])[0]
+
+
+def read_interaction_matrix(doc: Any) -> tuple[list[str], np.ndarray]:
+    """``(features, matrix)`` of an ``interactions/<method>_matrix.json`` document (non-finite
+    entries, written ``null``, as NaN); ValueError when it is not one."""
+    if not isinstance(doc, dict):
+        raise ValueError("the interaction matrix document is not a JSON object")  # noqa: TRY004
+    features, rows = doc.get("features"), doc.get("matrix")
+    if not isinstance(features, list) or not isinstance(rows, list) or len(rows) != len(
+            features) or any(not isinstance(r, list) or len(r) != len(features) for r in rows):
+        raise ValueError("the interaction matrix document has no square 'matrix' over its "
+                         "'features'")
+    if len(set(map(str, features))) != len(features):
+        raise ValueError("the interaction matrix document repeats a feature")
+    if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+               for r in rows for v in r):
+        raise ValueError("the interaction matrix holds a value that is not a number")
+    matrix = np.array([[np.nan if v is None else float(v) for v in r] for r in rows],
+                      dtype=float)
+    return [str(f) for f in features], matrix.reshape(len(features), len(features))
+
+
+def strongest_pairs(doc: Any, k: int) -> list[tuple[str, str, float]]:
+    """The ``k`` strongest pairs (off the diagonal, ``a`` before ``b`` in the document's
+    feature order) of an interaction matrix document by mean |interaction|, strongest first,
+    ties in feature order; pairs whose value is not finite, or 0 up to float rounding
+    (:data:`~mlflow_xai.explanations.NUMERICAL_ZERO` times the matrix's largest entry), are
+    left out. [] when the document cannot be read."""
+    from mlflow_xai.explanations import NUMERICAL_ZERO
+
+    try:
+        features, matrix = read_interaction_matrix(doc)
+    except ValueError:
+        return []
+    a, b = np.triu_indices(len(features), k=1)
+    values = matrix[a, b]
+    scale = np.nanmax(np.abs(matrix), initial=0.0) if matrix.size else 0.0
+    finite = np.flatnonzero(np.isfinite(values) & (values > NUMERICAL_ZERO * scale))
+    order = finite[np.argsort(-values[finite], kind="stable")][:max(int(k), 0)]
+    return [(features[a[i]], features[b[i]], float(values[i])) for i in order]
 
 
 def _headline_check_figures(entry: Any, primary: str | None) -> list[tuple[str, float]]:
@@ -305,6 +419,7 @@ def write_artifacts(expl: Explanations, directory: str | os.PathLike, *, plots: 
         table.to_parquet(root / "attributions" / f"{method}.parquet")
     for method, maps in expl.heatmaps.items():
         np.save(root / "attributions" / f"{method}.npy", maps.astype(np.float32))
+    _write_interactions(expl, root)
     if plots:
         _write_plots(expl, root / "plots")
         from mlflow_xai.report import write_report
@@ -320,12 +435,16 @@ def _write_plots(expl: Explanations, plots: Path) -> None:
     from mlflow_xai import plots as draw
 
     units, entries = expl.units, expl.summary.get("methods") or {}
+    from mlflow_xai.standard_errors import importance_errors
+
+    errors = importance_errors(expl)
     for method in expl.importance.columns:
         entry = entries.get(method) or {}
         local = bool(entry.get("local", method in expl.attributions))
         shapley = bool(entry.get("shapley"))
         draw.bar_plot(expl.importance[method], method, str(plots / f"{method}_bar.png"),
-                      unit=units[method], local=local, shapley=shapley)
+                      unit=units[method], local=local, shapley=shapley,
+                      errors=errors.get(method))
         if method in expl.attributions:
             draw.beeswarm_plot(expl.attributions[method], expl.data, method,
                                str(plots / f"{method}_beeswarm.png"), unit=units[method],
@@ -340,6 +459,63 @@ def _write_plots(expl: Explanations, plots: Path) -> None:
     for name, entry in expl.checks.items():
         if entry.get("status") == "ok":
             draw.check_plot(name, entry, str(plots / f"check_{name}.png"))
+    for method in getattr(expl, "interactions", {}):
+        matrix = expl.interaction_matrix(method)
+        if len(matrix) < 2:  # one feature: no pair to draw
+            continue
+        draw.interaction_plot(
+            matrix, method, str(plots / f"{method}_interactions.png"),
+            unit=units.get(method, "model output"),
+            importance=expl.importance[method] if method in expl.importance.columns else None,
+            index=expl.interaction_index(method), rows=len(expl.interactions[method]))
+
+
+def _write_interactions(expl: Explanations, root: Path) -> None:
+    """``interactions/<method>.parquet`` (each explained row's
+    :data:`INTERACTION_PAIRS_PER_ROW` strongest pairs) and ``interactions/<method>_matrix.json``
+    (:func:`interactions_json`), before ``summary.json`` so that its manifest covers them."""
+    documents = interactions_json(expl)
+    if not documents:
+        return
+    folder = root / INTERACTIONS_DIR
+    folder.mkdir(exist_ok=True)
+    for method, doc in documents.items():
+        expl.row_interactions(method, INTERACTION_PAIRS_PER_ROW).to_parquet(
+            folder / f"{method}.parquet", index=False)
+        _write_json(root / interaction_matrix_file(method), doc)
+
+
+def interactions_json(expl: Explanations) -> dict[str, dict[str, Any]]:
+    """Per interaction method its ``interactions/<method>_matrix.json``: ``method``, ``index``
+    (the interaction index, e.g. 'FSII'), ``unit``, ``rows`` (explained rows averaged over),
+    ``features`` (the model's feature order), ``off_diagonal`` (``"full"``: a cell holds the
+    pair's whole interaction), ``matrix`` (features x features, mean |interaction| over rows;
+    the diagonal the mean |main effect|) and ``mean`` (the signed mean). Entries that are not
+    finite are ``null``."""
+    out: dict[str, dict[str, Any]] = {}
+    interactions = getattr(expl, "interactions", None) or {}
+    units = expl.units if interactions else {}
+    for method, values in interactions.items():
+        magnitude = expl.interaction_matrix(method).to_numpy()
+        signed = expl.interaction_matrix(method, signed=True).to_numpy()
+        out[method] = {
+            "method": method,
+            "index": expl.interaction_index(method),
+            "unit": units.get(method),
+            "statistic": "mean |interaction| over the explained rows",
+            # Each off-diagonal cell holds the pair's whole interaction (methods reporting half
+            # of it in each triangle, shap's convention, are doubled), the diagonal main effects.
+            "off_diagonal": "full",
+            "rows": len(values),
+            "features": [str(f) for f in expl.importance.index],
+            "matrix": _finite_or_none(magnitude),
+            "mean": _finite_or_none(signed),
+        }
+    return out
+
+
+def _finite_or_none(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[float(v) if math.isfinite(v) else None for v in row] for row in matrix.tolist()]
 
 
 def _write_waterfall(expl: Explanations, plots: Path) -> None:
@@ -369,11 +545,13 @@ def write_summary(root: str | os.PathLike, summary: dict[str, Any]) -> Path:
 def importance_json(expl: Explanations) -> dict[str, dict[str, dict[str, float | int]]]:
     """``{method: {feature: {importance, rank[, standard_error]}}}``, most important first.
 
-    ``standard_error`` (sampled estimators): the mean over rows of the values' standard errors,
-    a conservative bound on the error of the mean |value| (the rows share one sampling design,
-    so their errors are correlated and do not average out)."""
+    ``standard_error`` (sampled estimators): the standard error of the mean |value|
+    (:func:`mlflow_xai.standard_errors.importance_standard_errors`, with the method's measured
+    ``row_error_correlation``, else the safe bound rho = 1: the mean of the rows' errors)."""
+    from mlflow_xai.standard_errors import importance_errors
+
     ranks = expl.ranks()
-    errors = {m: frame.mean(axis=0) for m, frame in getattr(expl, "standard_errors", {}).items()}
+    errors = importance_errors(expl)
 
     def entry(feature: Any, method: str) -> dict[str, float | int]:
         out: dict[str, float | int] = {"importance": float(expl.importance.at[feature, method]),

@@ -395,6 +395,9 @@ class Explainer(Method):
     local: ClassVar[bool] = True
     #: True when the result depends on the random seed.
     stochastic: ClassVar[bool] = True
+    #: False for methods that run only when named: ``explain()``'s default "every explainer
+    #: that applies" leaves them out (interaction methods: d x d values per row).
+    runs_by_default: ClassVar[bool] = True
 
     def supports(self, task: ExplainTask) -> str | None:
         """Return ``None`` when this method applies to the task, else the reason it does not."""
@@ -557,6 +560,13 @@ class CheckContext:
         return [m for m, a in self.results.items() if a.values is not None]
 
     @property
+    def standard_errors(self) -> dict[str, np.ndarray]:
+        """method -> ``(n_rows, n_features)`` standard error of each value, for the methods
+        that report one (sampled estimators); read from ``results``, so it is always theirs."""
+        return {m: a.standard_errors for m, a in self.results.items()
+                if a.standard_errors is not None}
+
+    @property
     def raw_model(self) -> Any:
         """The explained model object (see :attr:`ExplainTask.raw_model`); None without one."""
         return getattr(self.model, "raw", None)
@@ -602,6 +612,9 @@ class Check(Method):
     kind: ClassVar[str] = "check"
     default: ClassVar[bool] = False
     cost: ClassVar[str] = ""
+    #: ``"error"``: a failing verdict makes the run's headline ``failed``; ``"warning"``: only
+    #: ``ok with warnings`` (figures about precision, e.g. rankings within sampling error).
+    severity: ClassVar[str] = "error"
 
     def supports(self, ctx: CheckContext) -> str | None:
         return None

@@ -86,7 +86,8 @@ def run_checks(ctx: CheckContext, registry: Any, config: XaiConfig, counter: Any
     out: dict[str, dict[str, Any]] = {}
     for name, params in requested.items():
         check = registry.get(name, "check").cls(**params)
-        entry: dict[str, Any] = {"params": check.get_params()}
+        entry: dict[str, Any] = {"params": check.get_params(),
+                                 "severity": getattr(check, "severity", "error")}
         counter.rows = 0
         t0 = time.perf_counter()
         try:

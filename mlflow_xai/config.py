@@ -39,6 +39,14 @@ class XaiConfig:
     #: ``"headline"``: at most 30 ``xai.*`` metrics (see ``artifacts.headline_metrics``);
     #: ``"all"``: every figure as a metric. The artifacts always hold every figure.
     log_metrics: str = "headline"
+    #: Explain groups of columns instead of single columns (see :mod:`mlflow_xai.groups`):
+    #: ``"auto"`` (correlation clusters, at most ``max_groups``), a dict ``{group name:
+    #: [columns]}`` (unlisted columns stay single), ``False`` (never group, not even the
+    #: ``explainers="auto"`` plan on wide data), or None (single columns; the auto plan groups
+    #: wide data itself, see :mod:`mlflow_xai.planner`).
+    feature_groups: Any = None
+    #: The most groups ``feature_groups="auto"`` (and the wide-data plan) makes.
+    max_groups: int = 64
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -89,6 +97,9 @@ class XaiConfig:
         if self.log_metrics not in ("headline", "all"):
             raise ConfigError(f"log_metrics must be 'headline' (at most 30 xai.* metrics) or "
                               f"'all' (every figure), got {self.log_metrics!r}.")
+        from mlflow_xai.groups import check_option
+
+        check_option(self.feature_groups, self.max_groups)
         if self.model_type not in (None, "classifier", "regressor"):
             raise ConfigError(
                 f"model_type must be 'classifier', 'regressor' or None, got {self.model_type!r}.")

@@ -73,7 +73,7 @@ SUPPORTED_MODEL_TYPES = ("classifier", "regressor")
 #: a small budget, on at most 100 rows against 50 background rows, with the checks that call no model.
 IMPLICIT_DEFAULTS: dict[str, Any] = {
     "explainers": "auto", "budget_s": 1.0, "max_rows": 100, "background_rows": 50,
-    "checks": ["agreement", "bootstrap_importance", "completeness"]}
+    "checks": ["agreement", "bootstrap_importance", "completeness", "rank_uncertainty"]}
 
 
 def parse_evaluator_config(config: dict[str, Any] | None, model_type: str | None, *,

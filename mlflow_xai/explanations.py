@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from mlflow_xai.model import ModelAdapter
 
 
+#: An interaction at most this fraction of the largest |value| around it is 0 up to float
+#: rounding: it counts among no "strongest pairs" (top-3 shares, metrics, policy ranks).
+NUMERICAL_ZERO = 1e-12
+
+
 @dataclass
 class Explanations:
     """Explanations of one model on one data set.
@@ -31,6 +36,12 @@ class Explanations:
         summary: the dict written as ``xai/summary.json``.
         data: the explained rows, as given (for images: an empty frame carrying the index).
         heatmaps: image data only: method -> array (rows, H, W), channels summed.
+        interactions: interaction methods only: method -> ``(rows, features, features)``
+            pairwise Shapley interaction values (symmetric; the off-diagonal cell (i, j) holds
+            the pair's whole interaction, also for methods that report half of it in each
+            triangle, which are doubled; the diagonal holds the main effects; the index, e.g.
+            FSII or k-SII, is ``interaction_index(method)``). Read them through
+            :meth:`interaction_matrix`, :meth:`top_interactions` and :meth:`row_interactions`.
     """
 
     attributions: dict[str, pd.DataFrame]
@@ -53,6 +64,9 @@ class Explanations:
     #: method -> DataFrame like ``attributions``: the standard error of each value, for the
     #: sampled estimators that report one (kernel_shap, permutation_shap)
     standard_errors: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: method -> ``(n_rows, n_features, n_features)`` pairwise interaction values, rows and
+    #: features in the order of ``data`` and ``importance`` (interaction explainers only)
+    interactions: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, *, prepared: PreparedData, results: dict[str, Attribution],
@@ -73,8 +87,13 @@ class Explanations:
                        summary=summary, data=prepared.frame, outputs=outputs,
                        model_uri=model.uri, model_id=model.model_id, encoded=prepared.X,
                        heatmaps=maps)
-        errors = {}
+        errors, interactions = {}, {}
         for name, attribution in results.items():
+            if attribution.interactions is not None:
+                pairs = _interaction_array(name, attribution.interactions, len(index),
+                                           len(names), summary, attribution.info)
+                if pairs is not None:
+                    interactions[name] = pairs
             if attribution.values is not None:
                 attributions[name] = pd.DataFrame(attribution.values, index=index, columns=names)
                 if attribution.standard_errors is not None:
@@ -89,7 +108,7 @@ class Explanations:
         return cls(attributions=attributions, base_values=base_values,
                    importance=importance_frame, summary=summary, data=prepared.frame,
                    outputs=outputs, model_uri=model.uri, model_id=model.model_id,
-                   encoded=prepared.X, standard_errors=errors)
+                   encoded=prepared.X, standard_errors=errors, interactions=interactions)
 
     @property
     def methods(self) -> list[str]:
@@ -121,6 +140,91 @@ class Explanations:
         """Rank of each feature per method (1 = most important)."""
         return self.importance.rank(ascending=False, method="min").astype(int)
 
+    # ------------------------------------------------------------------ interactions
+
+    @property
+    def interaction_methods(self) -> list[str]:
+        """The methods that recorded pairwise interaction values, in run order."""
+        return list(self.interactions)
+
+    def interaction_index(self, method: str) -> str | None:
+        """The interaction index ``method`` computes (``info['index']``: 'k-SII', ...)."""
+        entry = (self.summary.get("methods") or {}).get(method) or {}
+        index = entry.get("index")
+        return None if index is None else str(index)
+
+    def _interaction_values(self, method: str) -> np.ndarray:
+        if method not in self.interactions:
+            raise KeyError(f"no interaction values for method '{method}'; methods with "
+                           f"interactions: {self.interaction_methods or 'none'}")
+        return self.interactions[method]
+
+    def interaction_matrix(self, method: str, *, signed: bool = False) -> pd.DataFrame:
+        """The global interaction matrix of ``method``: features x features, the mean over the
+        explained rows of |interaction| (``signed=True``: of the interaction itself, where
+        opposite signs cancel). Symmetric; the diagonal holds the mean |main effect|."""
+        values = self._interaction_values(method)
+        names = self._feature_names()
+        matrix = values.mean(axis=0) if signed else np.abs(values).mean(axis=0)
+        return pd.DataFrame(matrix, index=pd.Index(names, name="feature"), columns=names)
+
+    def top_interactions(self, method: str, k: int | None = 10) -> pd.DataFrame:
+        """The ``k`` strongest pairs of ``method`` (all pairs for ``k=None``), strongest first.
+
+        Columns: ``feature_a``, ``feature_b`` (``a`` before ``b`` in the feature order),
+        ``mean_abs`` (mean |interaction| over rows, the global matrix's entry), ``mean_value`` (the
+        signed mean) and ``top3_share`` (the share of rows where the pair is among the row's 3
+        strongest pairs by |interaction|, and not 0 up to float rounding: at most
+        :data:`NUMERICAL_ZERO` times the row's largest |value|). The diagonal (main effects) is
+        no pair."""
+        values = self._interaction_values(method)
+        names = self._feature_names()
+        a, b = np.triu_indices(len(names), k=1)
+        pairs = values[:, a, b]  # (rows, pairs)
+        mean_abs = np.abs(pairs).mean(axis=0) if len(pairs) else np.full(len(a), np.nan)
+        mean = pairs.mean(axis=0) if len(pairs) else np.full(len(a), np.nan)
+        share = np.zeros(len(a))
+        if len(pairs) and len(a):
+            top = _row_top(pairs, min(3, len(a)))
+            # A pair that is 0 up to float rounding in a row is in no row's top 3.
+            scale = np.nanmax(np.abs(values).reshape(len(values), -1), axis=1, initial=0.0)
+            real = np.abs(np.take_along_axis(pairs, top, axis=1)) > (
+                NUMERICAL_ZERO * scale)[:, None]
+            share = np.bincount(top[real], minlength=len(a)) / len(pairs)
+        order = np.lexsort((np.arange(len(a)), -np.nan_to_num(mean_abs, nan=-np.inf)))
+        if k is not None:
+            order = order[:max(int(k), 0)]
+        return pd.DataFrame({"feature_a": [names[i] for i in a[order]],
+                             "feature_b": [names[j] for j in b[order]],
+                             "mean_abs": mean_abs[order], "mean_value": mean[order],
+                             "top3_share": share[order]})
+
+    def row_interactions(self, method: str, k: int = 10) -> pd.DataFrame:
+        """Per explained row its ``k`` strongest pairs by |interaction|: columns ``row`` (the
+        input's index label), ``feature_a``, ``feature_b``, ``value`` and ``rank`` (1 =
+        strongest in that row; ties keep the feature order). What
+        ``xai/interactions/<method>.parquet`` holds."""
+        values = self._interaction_values(method)
+        names = self._feature_names()
+        a, b = np.triu_indices(len(names), k=1)
+        pairs = values[:, a, b]
+        k = min(int(k), len(a))
+        top = _row_top(pairs, k) if k > 0 else np.zeros((len(pairs), 0), dtype=int)
+        rows = np.repeat(np.arange(len(pairs)), k)
+        chosen = top.ravel()
+        labels = self.data.index
+        labels = labels.map(str) if labels.dtype == object else labels
+        return pd.DataFrame({
+            "row": np.asarray(labels)[rows] if len(labels) == len(pairs) else rows,
+            "feature_a": pd.Series([names[i] for i in a[chosen]], dtype=object),
+            "feature_b": pd.Series([names[j] for j in b[chosen]], dtype=object),
+            "value": pairs[rows, chosen].astype(float),
+            "rank": np.tile(np.arange(1, k + 1), len(pairs)).astype(np.int64),
+        })
+
+    def _feature_names(self) -> list[str]:
+        return [str(f) for f in self.importance.index]
+
     def log(self, run_id: str | None = None, model_id: str | None = None) -> str:
         """Write the artifacts under ``xai/`` and the metrics to an MLflow run.
 
@@ -135,6 +239,46 @@ class Explanations:
     def __repr__(self) -> str:
         rows = self.summary.get("data", {}).get("rows_explained")
         return f"Explanations(methods={self.methods}, rows={rows})"
+
+
+def _row_top(pairs: np.ndarray, k: int) -> np.ndarray:
+    """``(rows, k)``: per row the column indices of the ``k`` largest |values|, largest first,
+    ties in column order (non-finite values last)."""
+    strength = np.nan_to_num(np.abs(pairs), nan=-1.0, posinf=-1.0)
+    # A stable sort of -strength keeps ties in column order.
+    return np.argsort(-strength, axis=1, kind="stable")[:, :k]
+
+
+def _interaction_array(method: str, values: Any, n_rows: int, n_features: int,
+                       summary: dict[str, Any], info: dict[str, Any] | None = None
+                       ) -> np.ndarray | None:
+    """The method's interaction values as a float ``(rows, d, d)`` array in one convention:
+    the off-diagonal cell (i, j) holds the pair's whole interaction (a method that stores half
+    of it in each of (i, j) and (j, i), shap's convention, says ``info['off_diagonal'] ==
+    'half'``, and is doubled here); the diagonal the main effects. None (with a warning and a
+    note in the method's summary entry) when the shape or the convention is not one of these."""
+    import logging
+
+    array = np.asarray(values, dtype=float)
+    convention = (info or {}).get("off_diagonal", "full")
+    if array.shape == (n_rows, n_features, n_features) and convention in ("full", "half"):
+        if convention == "half":
+            diagonal = np.diagonal(array, axis1=1, axis2=2).copy()
+            array = 2.0 * array
+            array[:, np.arange(n_features), np.arange(n_features)] = diagonal
+        return array
+    if convention not in ("full", "half"):
+        why = (f"interaction values dropped: info['off_diagonal'] is {convention!r}, not "
+               "'full' (each off-diagonal cell the pair's interaction) or 'half' (shap's "
+               "convention: half of it in each of (i, j) and (j, i))")
+    else:
+        why = (f"interaction values of shape {array.shape} dropped: expected (rows, features, "
+               f"features) = {(n_rows, n_features, n_features)}")
+    logging.getLogger(__name__).warning("mlflow-xai: %s: %s", method, why)
+    entry = (summary.get("methods") or {}).get(method)
+    if isinstance(entry, dict):
+        entry["interactions_dropped"] = why
+    return None
 
 
 def method_units(summary: Mapping[str, Any], methods: Iterable[str] | None = None

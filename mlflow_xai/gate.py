@@ -26,7 +26,7 @@ from typing import Any
 
 from mlflow_xai import tags as tag
 from mlflow_xai.errors import ConfigError, XaiError
-from mlflow_xai.governance import Facts, Policy, facts_from_documents
+from mlflow_xai.governance import Facts, Policy, facts_from_documents, interaction_documents
 from mlflow_xai.provenance import check_manifest, load_json, sha256_bytes, signature_ok, signing_key
 
 _MODEL_SOURCE = re.compile(r"^models:/(m-[0-9a-f]+)/?$")
@@ -178,8 +178,15 @@ def recorded_facts(target: Target) -> tuple[Facts, dict[str, Any]]:
                     raise GateError(f"xai/{name} is listed in the summary but missing.")
                 _verify_file(summary, name, data)
                 selection[Path(name).stem] = _json(data, name)
+        interactions = {}
+        for name, method in interaction_documents(summary).items():
+            data = _download(run, name, tmp)
+            if data is None:
+                raise GateError(f"xai/{name} is listed in the summary but missing.")
+            _verify_file(summary, name, data)
+            interactions[method] = _json(data, name)
     facts = facts_from_documents(summary, documents["importance.json"],
-                                 documents["stability.json"], selection)
+                                 documents["stability.json"], selection, interactions)
     failed = [where for where, tags in _status_tags(client, run, target).items()
               if tags.get(tag.STATUS) == "failed"]
     if failed:

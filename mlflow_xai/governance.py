@@ -12,6 +12,12 @@ Rule kinds (each rule has a ``name`` and exactly one kind):
 * maximum disagreement: ``max_disagreement: {methods: [a, b], max: 0.5}``: 1 - the Spearman
   correlation of the two methods' global importance (``figure:`` may name another agreement
   figure such as ``feature_agreement``, in which case disagreement is 1 - that figure).
+* forbidden interaction: ``forbid_interaction: {features: [sex], with: [zip_code], max: 0.01}``
+  (or ``top_k: 3`` instead of ``max``; ``with`` defaults to every other feature, ``method`` to
+  the first interaction method that ran): no pair of a feature of ``features`` and one of
+  ``with`` may have a mean |interaction| above ``max`` (or be among the ``top_k`` strongest
+  pairs) in that method's global interaction matrix. Read only from
+  ``interactions/<method>_matrix.json``; without one (no interaction method ran) the rule fails.
 
 A policy is read exactly as written or refused (:class:`~mlflow_xai.errors.ConfigError`, exit 2
 in the gate): unknown keys, wrong types (``max: yes``, ``min: "0.8"``), duplicate keys, an empty
@@ -19,7 +25,8 @@ rule list, a method, check or figure that nothing produces, and (once the model 
 feature the model does not have.
 
 Facts are read from the documents mlflow-xai wrote (``summary.json``, ``importance.json``,
-``stability.json``, ``selection/*.json``), never from run metrics or tags: anybody with access
+``stability.json``, ``selection/*.json``, ``interactions/*_matrix.json``), never from run
+metrics or tags: anybody with access
 to a run can write those. :mod:`mlflow_xai.gate` binds the documents to the judged model and
 verifies their digest.
 """
@@ -31,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -44,7 +52,8 @@ from pydantic import (
 
 from mlflow_xai.errors import ConfigError
 
-RULE_KINDS = ("metric", "forbid_top_k", "require_methods", "max_disagreement")
+RULE_KINDS = ("metric", "forbid_top_k", "require_methods", "max_disagreement",
+              "forbid_interaction")
 #: Figures every explainer that ran ``ok`` has (``<method>/<figure>``).
 METHOD_FIGURES = ("seconds", "model_evals", "efficiency_gap", "importance")
 #: Figures of the whole explanation.
@@ -68,6 +77,46 @@ class MaxDisagreement(_Strict):
     figure: StrictStr = "rank_correlation"
 
 
+class ForbidInteraction(_Strict):
+    """A protected attribute must not interact with (a proxy among) other features."""
+
+    features: list[StrictStr] = Field(min_length=1)
+    with_: list[StrictStr] | None = Field(default=None, alias="with", min_length=1)
+    method: StrictStr | None = None
+    max: Number | None = None
+    top_k: StrictInt | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ForbidInteraction:
+        if (self.max is None) == (self.top_k is None):
+            raise ValueError("forbid_interaction needs exactly one of 'max' (the largest mean "
+                             "|interaction| a forbidden pair may have) and 'top_k' (the pair "
+                             "may not be among the k strongest pairs)")
+        if self.max is not None and self.max < 0:
+            raise ValueError(f"forbid_interaction 'max' is a mean |interaction|, at least 0; "
+                             f"got {self.max}")
+        if self.with_ is not None and not any(a != b for a in self.features
+                                              for b in self.with_):
+            raise ValueError("forbid_interaction names no pair: 'with' must name a feature "
+                             "other than those in 'features' (a feature's interaction with "
+                             "itself is its main effect)")
+        return self
+
+    def pairs(self, features: list[str]) -> list[tuple[str, str]]:
+        """The forbidden pairs (each unordered pair once), ``with`` defaulting to ``features``
+        (every feature of the model)."""
+        others = self.with_ if self.with_ is not None else features
+        seen: set[frozenset[str]] = set()
+        out = []
+        for a in self.features:
+            for b in others:
+                key = frozenset((a, b))
+                if a != b and key not in seen:
+                    seen.add(key)
+                    out.append((a, b))
+        return out
+
+
 class Rule(_Strict):
     name: StrictStr = Field(min_length=1)
     metric: StrictStr | None = None
@@ -76,6 +125,7 @@ class Rule(_Strict):
     forbid_top_k: ForbidTopK | None = None
     require_methods: list[StrictStr] | None = Field(default=None, min_length=1)
     max_disagreement: MaxDisagreement | None = None
+    forbid_interaction: ForbidInteraction | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Rule:
@@ -171,6 +221,8 @@ _FIELDS = {
     "rule": list(Rule.model_fields),
     "forbid_top_k": list(ForbidTopK.model_fields),
     "max_disagreement": list(MaxDisagreement.model_fields),
+    "forbid_interaction": [f.alias or name for name, f in
+                           ForbidInteraction.model_fields.items()],
 }
 
 
@@ -202,8 +254,9 @@ def _explain_validation(exc: ValidationError, raw: dict[str, Any]) -> str:
         elif kind == "string_type":
             lines.append(f"{where}: field '{path}' must be a string, got "
                          f"{error.get('input')!r}.")
-        elif kind in ("too_short", "list_type") and path in ("require_methods", "rules",
-                                                             "forbid_top_k.features"):
+        elif kind in ("too_short", "list_type") and path in (
+                "require_methods", "rules", "forbid_top_k.features",
+                "forbid_interaction.features", "forbid_interaction.with"):
             lines.append(f"{where}: field '{path}' must be a non-empty list.")
         elif kind == "value_error":
             lines.append(f"{where}: {message.removeprefix('Value error, ')}.")
@@ -230,6 +283,8 @@ def _check_names_exist(policy: Policy) -> None:
             methods += [("require_methods", m) for m in rule.require_methods]
         if rule.max_disagreement is not None:
             methods += [("max_disagreement.methods", m) for m in rule.max_disagreement.methods]
+        if rule.forbid_interaction is not None and rule.forbid_interaction.method is not None:
+            methods.append(("forbid_interaction.method", rule.forbid_interaction.method))
         for field_name, method in methods:
             if method not in explainers:
                 raise ConfigError(f"{where}: field '{field_name}' names '{method}', which is not "
@@ -296,6 +351,12 @@ class Facts:
     status: str = "ok"
     #: Why these facts cannot pass whatever the rules say (explanation not ``ok``, ...).
     blockers: list[str] = field(default_factory=list)
+    #: method -> its ``interactions/<method>_matrix.json`` (interaction methods only)
+    interactions: dict[str, Any] = field(default_factory=dict)
+    #: methods whose interaction matrix the summary's manifest lists (read or not)
+    interactions_listed: list[str] = field(default_factory=list)
+    #: raw column -> the feature group it was explained in (runs with ``feature_groups``)
+    group_of: dict[str, str] = field(default_factory=dict)
 
     def figure(self, name: str) -> float | None:
         key = _strip_prefix(name)
@@ -305,10 +366,30 @@ class Facts:
         return None
 
 
+def interaction_documents(summary: dict[str, Any]) -> dict[str, str]:
+    """``{path inside xai/: method}`` for every interaction matrix the summary's manifest lists
+    (``interactions/<method>_matrix.json``): the documents a reader of the facts must download,
+    verify against the manifest and pass to :func:`facts_from_documents` as ``interactions``."""
+    from mlflow_xai.artifacts import interaction_matrix_method
+
+    listed = (summary.get("artifacts") or {}).get("sha256") or {}
+    out = {}
+    for name in sorted(listed) if isinstance(listed, dict) else []:
+        method = interaction_matrix_method(name)
+        if method is not None:
+            out[name] = method
+    return out
+
+
 def facts_from_documents(summary: dict[str, Any], importance: dict[str, Any],
                          stability: dict[str, Any],
-                         selection: dict[str, dict[str, Any]] | None = None) -> Facts:
-    """Facts from the JSON documents of an ``xai/`` folder (the same figures as the metrics)."""
+                         selection: dict[str, dict[str, Any]] | None = None,
+                         interactions: dict[str, Any] | None = None) -> Facts:
+    """Facts from the JSON documents of an ``xai/`` folder (the same figures as the metrics).
+
+    ``interactions``: method -> its ``interactions/<method>_matrix.json`` (verified against the
+    manifest by the caller, see :func:`interaction_documents`); the only source of the facts of
+    ``forbid_interaction`` rules."""
     from mlflow_xai.artifacts import metrics_from_documents
 
     ranks = {m: {str(f): int(v["rank"]) for f, v in feats.items()}
@@ -322,15 +403,27 @@ def facts_from_documents(summary: dict[str, Any], importance: dict[str, Any],
     blockers = [] if status == "ok" else [f"the explanation's status is '{status}', not 'ok'"]
     return Facts(metrics=metrics_from_documents(summary, importance, stability, selection),
                  ranks=ranks, methods_ok=ok, features=features, status=status,
-                 blockers=blockers)
+                 blockers=blockers, interactions=dict(interactions or {}),
+                 interactions_listed=list(interaction_documents(summary).values()),
+                 group_of=_group_of(summary))
+
+
+def _group_of(summary: dict[str, Any]) -> dict[str, str]:
+    """raw column -> its group, from ``summary.json``'s ``feature_groups.members``."""
+    members = ((summary.get("feature_groups") or {}).get("members") or {})
+    if not isinstance(members, dict):
+        return {}
+    return {str(column): str(group) for group, columns in members.items()
+            if isinstance(columns, list) for column in columns}
 
 
 def facts_from_explanations(expl: Any) -> Facts:
-    from mlflow_xai.artifacts import importance_json, stability_json
+    from mlflow_xai.artifacts import importance_json, interactions_json, stability_json
 
     return facts_from_documents(
         expl.summary, importance_json(expl), stability_json(expl),
-        {name: selection.to_json() for name, selection in expl.selection.items()})
+        {name: selection.to_json() for name, selection in expl.selection.items()},
+        interactions_json(expl))
 
 
 def check_features(policy: Policy, facts: Facts) -> None:
@@ -352,6 +445,10 @@ def check_features(policy: Policy, facts: Facts) -> None:
         named: list[tuple[str, str]] = []
         if rule.forbid_top_k is not None:
             named = [("forbid_top_k.features", f) for f in rule.forbid_top_k.features]
+        elif rule.forbid_interaction is not None:
+            spec = rule.forbid_interaction
+            named = [("forbid_interaction.features", f) for f in spec.features]
+            named += [("forbid_interaction.with", f) for f in spec.with_ or []]
         elif rule.metric is not None:
             parts = _strip_prefix(rule.metric).split("/")
             if len(parts) == 3 and parts[1] == "importance":
@@ -413,11 +510,23 @@ def _judge(rule: Rule, facts: Facts) -> dict[str, Any]:
         if ranks is None or spec.method not in facts.methods_ok:
             return _outcome(name, "forbid_top_k", label, None, spec.model_dump(), False,
                             f"method '{spec.method}' did not run")
-        hits = [f for f in spec.features if ranks.get(str(f), 10**9) <= spec.k]
+        # A column explained inside a feature group ranks as its group: the group being in
+        # the top k puts the forbidden column there too.
+        ranked = {str(f): facts.group_of.get(str(f), str(f)) if str(f) not in ranks else str(f)
+                  for f in spec.features}
+        unranked = [f for f, as_ranked in ranked.items() if as_ranked not in ranks]
+        if unranked:  # fail closed: a feature without a rank cannot be shown to be outside
+            return _outcome(name, "forbid_top_k", label, None, spec.model_dump(), False,
+                            f"feature(s) {unranked} have no rank in {spec.method}'s "
+                            "importance.json")
+        hits = [f if ranked[f] == f else f"{f} (in group '{ranked[f]}')"
+                for f in ranked if ranks[ranked[f]] <= spec.k]
         return _outcome(name, "forbid_top_k", label, ", ".join(hits) or "none",
                         spec.model_dump(), not hits,
                         f"forbidden feature(s) {hits} in the {label}" if hits else
                         f"none of {list(spec.features)} in the {label}")
+    if rule.forbid_interaction is not None:
+        return _judge_interaction(rule, facts)
     if rule.require_methods is not None:
         missing = [m for m in rule.require_methods if m not in facts.methods_ok]
         return _outcome(name, "require_methods", ", ".join(rule.require_methods),
@@ -438,6 +547,91 @@ def _judge(rule: Rule, facts: Facts) -> dict[str, Any]:
     disagreement = 1.0 - value
     return _outcome(name, "max_disagreement", label, disagreement, {"max": spec.max},
                     disagreement <= spec.max, _bound_text(disagreement, {"max": spec.max}))
+
+
+def _judge_interaction(rule: Rule, facts: Facts) -> dict[str, Any]:
+    """``forbid_interaction``: fails closed when there is no verified interaction matrix."""
+    from mlflow_xai.artifacts import interaction_matrix_file, read_interaction_matrix
+    from mlflow_xai.explanations import NUMERICAL_ZERO
+
+    spec = rule.forbid_interaction
+    bound = spec.model_dump(by_alias=True, exclude_none=True)
+    ran = [m for m in facts.methods_ok if m in facts.interactions]
+    method = spec.method or (ran[0] if ran else None)
+    others = ", ".join(spec.with_) if spec.with_ is not None else "any other feature"
+    label = f"interaction of {', '.join(spec.features)} with {others}"
+
+    def fail(message: str, value: Any = None, where: str | None = method) -> dict[str, Any]:
+        return _outcome(rule.name, "forbid_interaction",
+                        f"{label} ({where})" if where else label, value, bound, False, message)
+
+    if method is None:
+        unread = [m for m in facts.interactions_listed if m in facts.methods_ok]
+        if unread:
+            return fail(f"the interaction matrix of {unread} is listed in the manifest but was "
+                        "not read as a fact (xai/interactions/<method>_matrix.json): nothing "
+                        "to judge")
+        return fail("no interaction method ran, so there is no interaction matrix to judge "
+                    "(xai/interactions/<method>_matrix.json): add an interaction explainer "
+                    "(shapley_interactions, or tree_interactions for tree models) to the "
+                    "explainers")
+    if method not in facts.methods_ok:
+        return fail(f"method '{method}' did not run")
+    if method not in facts.interactions:
+        return fail(f"method '{method}' recorded no interaction matrix "
+                    f"(xai/{interaction_matrix_file(method)}): it is not an interaction method, "
+                    "or the matrix was not read")
+    try:
+        features, matrix = read_interaction_matrix(facts.interactions[method])
+    except ValueError as exc:
+        return fail(f"xai/{interaction_matrix_file(method)}: {exc}")
+    position = {f: i for i, f in enumerate(features)}
+    absent = [f for f in list(spec.features) + list(spec.with_ or []) if f not in position]
+    if absent:
+        return fail(f"feature(s) {absent} are not in the interaction matrix of '{method}'")
+    pairs = spec.pairs(features)
+    if not pairs:
+        return fail("no pair to judge: the model has no other feature")
+    # The matrix is symmetric; should a writer disagree with itself, take the larger half.
+    strength = {(a, b): max(matrix[position[a], position[b]], matrix[position[b], position[a]])
+                for a, b in pairs}
+    unknown = [f"{a} × {b}" for (a, b), v in strength.items() if not np.isfinite(v)]
+    if unknown:
+        return fail(f"the mean |interaction| of {_names_short(unknown)} is not finite: cannot "
+                    "judge")
+    if spec.max is not None:
+        worst = max(strength, key=strength.get)
+        value = float(strength[worst])
+        over = [(p, v) for p, v in strength.items() if v > spec.max]
+        over.sort(key=lambda pv: -pv[1])
+        message = (f"{_names_short([f'{a} × {b} ({v:.4g})' for (a, b), v in over])} above "
+                   f"max {spec.max}" if over else
+                   f"strongest forbidden pair {worst[0]} × {worst[1]}: "
+                   f"{_bound_text(value, {'max': spec.max})}")
+        return _outcome(rule.name, "forbid_interaction", f"{label} ({method})", value, bound,
+                        not over, message)
+    i, j = np.triu_indices(len(features), k=1)
+    every = matrix[i, j]
+    if not np.isfinite(every).all():
+        return fail("the interaction matrix has values that are not finite, so the ranking of "
+                    "pairs is unknown")
+    rank = {p: int(1 + np.sum(every > v)) for p, v in strength.items()}
+    best = min(rank, key=rank.get)
+    # A pair that is 0 up to float rounding is no interaction, whatever its rank among zeros.
+    zero = NUMERICAL_ZERO * float(np.max(np.abs(matrix), initial=0.0))
+    inside = sorted((p for p in rank if rank[p] <= spec.top_k and strength[p] > zero),
+                    key=rank.get)
+    message = (f"{_names_short([f'{a} × {b} (rank {rank[(a, b)]})' for a, b in inside])} in "
+               f"the top {spec.top_k} pairs" if inside else
+               f"strongest forbidden pair {best[0]} × {best[1]} is rank {rank[best]} of "
+               f"{len(every)} (needs > {spec.top_k}, or no interaction at all)")
+    return _outcome(rule.name, "forbid_interaction", f"top {spec.top_k} pairs: {label} "
+                    f"({method})", rank[best], bound, not inside, message)
+
+
+def _names_short(items: list[str], limit: int = 5) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more"
+                                       if len(items) > limit else "")
 
 
 def _bound_text(value: float, bound: dict[str, float]) -> str:
@@ -470,6 +664,8 @@ def methods_named(policy: Policy) -> tuple[list[str], list[str]]:
         if rule.max_disagreement is not None:
             explainers += rule.max_disagreement.methods
             checks.append("agreement")
+        if rule.forbid_interaction is not None and rule.forbid_interaction.method is not None:
+            explainers.append(rule.forbid_interaction.method)
         if rule.metric is not None:
             parts = _strip_prefix(rule.metric).split("/")
             if parts[0] in registry.names("check"):

@@ -12,13 +12,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mlflow_xai.base import Attribution, build_task
+from mlflow_xai import groups as grouping
+from mlflow_xai.base import Attribution, CheckContext, build_task
 from mlflow_xai.checking import build_context, checks_to_run, run_checks
 from mlflow_xai.config import XaiConfig, check_methods
 from mlflow_xai.data import PreparedData, prepare_data
 from mlflow_xai.device import PeakMemory, batch_rows, resolve_device
 from mlflow_xai.errors import ModelPredictError, XaiError
 from mlflow_xai.explanations import Explanations
+from mlflow_xai.groups import FeatureGroups
 from mlflow_xai.images import is_image_data, prepare_images
 from mlflow_xai.model import ModelAdapter, resolve_model, set_training
 from mlflow_xai.planner import Plan, applicability, make_plan, requested_methods, wants_plan
@@ -203,12 +205,15 @@ def _run(model: Any, data: Any, config: XaiConfig) -> Explanations:
     counter = CountingPredict(adapter, prepared)
     outputs = _probe_outputs(counter, prepared, adapter, config)
     requested_checks = checks_to_run(config, registry)
+    feature_groups = _resolve_groups(config, prepared)
     plan = None
     if wants_plan(config):
         plan = make_plan(config=config, registry=registry, prepared=prepared, adapter=adapter,
                          counter=counter, device=device, output_index=outputs.groups[0][1],
                          check_rows_per_row=_check_cost_per_row(requested_checks, registry,
-                                                                len(prepared.X)))
+                                                                len(prepared.X)),
+                         groups=feature_groups)
+        feature_groups = plan.groups
         prepared, outputs = _apply_plan(plan, prepared, outputs, adapter, config)
         methods = plan.methods
     else:
@@ -216,16 +221,18 @@ def _run(model: Any, data: Any, config: XaiConfig) -> Explanations:
     work_started = time.perf_counter()
     bar = progress_bar(total=len(prepared.X) * (_applicable_count(methods, registry, prepared,
                                                                   adapter, counter, outputs,
-                                                                  device, config)
+                                                                  device, config,
+                                                                  feature_groups)
                                                 + len(requested_checks)),
                        desc="mlflow-xai", progress=config.progress)
     try:
         results, method_summary = _run_explainers(methods, registry, prepared, adapter,
-                                                  counter, outputs.groups, config, device, bar)
+                                                  counter, outputs.groups, config, device, bar,
+                                                  feature_groups)
         f_x, row_outputs = _explained_outputs(outputs.values, outputs.groups)
         _add_efficiency(results, method_summary, registry, f_x)
         checks = _run_checks(results, methods, registry, prepared, adapter, counter, config,
-                             device, row_outputs, f_x, bar)
+                             device, row_outputs, f_x, bar, feature_groups)
     finally:
         bar.close()
     work_seconds = time.perf_counter() - work_started
@@ -236,10 +243,13 @@ def _run(model: Any, data: Any, config: XaiConfig) -> Explanations:
     if plan is not None:
         summary["plan"] = {**plan.record, "spent_s": round(work_seconds, 3)}
         _warn_over_budget(summary["plan"])
+    if feature_groups is not None:
+        summary["feature_groups"] = feature_groups.record()
     from mlflow_xai.report import headline
 
     summary["headline"] = headline(summary, checks)
-    expl = Explanations.build(prepared=prepared, results=results, output_labels=outputs.labels,
+    expl = Explanations.build(prepared=_named_by_groups(prepared, feature_groups),
+                              results=results, output_labels=outputs.labels,
                               summary=summary, model=adapter)
     expl.checks = checks
     expl.selection = selections
@@ -247,10 +257,80 @@ def _run(model: Any, data: Any, config: XaiConfig) -> Explanations:
     return expl
 
 
+def _resolve_groups(config: XaiConfig, prepared: PreparedData) -> FeatureGroups | None:
+    """The groups of columns asked for with ``feature_groups=`` (None: single columns)."""
+    return grouping.for_data(config.feature_groups, prepared, max_groups=config.max_groups)
+
+
+def _named_by_groups(prepared: PreparedData, feature_groups: FeatureGroups | None
+                     ) -> PreparedData:
+    """``prepared`` whose feature names are the groups', for the result tables of a grouped
+    explanation (the rows and their columns are unchanged)."""
+    if feature_groups is None:
+        return prepared
+    import dataclasses
+
+    encoder = dataclasses.replace(prepared.encoder, columns=list(feature_groups.names))
+    return dataclasses.replace(prepared, encoder=encoder)
+
+
+def _grouped_context(ctx: CheckContext, feature_groups: FeatureGroups, *, registry: Any,
+                     methods: dict[str, dict[str, Any]], adapter: ModelAdapter,
+                     prepared: PreparedData, counter: CountingPredict, config: XaiConfig,
+                     device: str, row_outputs: np.ndarray) -> CheckContext:
+    """The checks' view of a grouped explanation: one feature per group, whose value is the
+    group's presence (1: its columns as in the row; 0: at their background mean, which is how
+    the checks remove a feature; in between: interpolated). The removal checks (deletion and
+    insertion, infidelity, faithfulness correlation) then remove whole groups, and the checks
+    that explain again (seed stability, robustness, randomisation) explain over the groups."""
+    import dataclasses
+
+    X = prepared.X
+    n, G = len(X), feature_groups.n_groups
+    removal = grouping.removal_values(prepared.background)
+
+    def to_columns(presence: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return grouping.expand_presence(presence, X[rows], removal, feature_groups)
+
+    def predict_rows(Z: np.ndarray) -> np.ndarray:
+        if Z.shape[0] != n:
+            raise ValueError(f"predict_rows takes variants of all {n} explained rows, got "
+                             f"{Z.shape[0]}.")
+        return ctx.predict_rows(to_columns(Z, np.arange(n)))
+
+    def explain(method: str, presence: np.ndarray, rows: np.ndarray, *,
+                seed: int | None = None, model: Any = None) -> np.ndarray:
+        explainer = registry.get(method).cls(**methods.get(method, {}))
+        other = None if model is None else resolve_model(model, device=adapter.device)
+        runner = counter if other is None else CountingPredict(other, prepared)
+        columns = to_columns(presence, rows)
+        values = np.zeros((len(columns), G))
+        outputs = row_outputs[rows]
+        for index in np.unique(outputs):
+            part = np.flatnonzero(outputs == index)
+            task = build_task(
+                counter=runner, prepared=prepared, model=adapter if other is None else other,
+                device=device, X=columns[part], output_index=None if index < 0 else int(index),
+                targets=prepared.targets[rows][part] if prepared.targets is not None else None,
+                seed=config.seed if seed is None else seed)
+            values[part] = grouping.explain(explainer, task, feature_groups).values
+        if other is not None:
+            counter.rows += runner.rows
+        return values
+
+    return dataclasses.replace(ctx, X=np.ones((n, G)),
+                               background=np.zeros((len(prepared.background), G)),
+                               feature_names=list(feature_groups.names),
+                               predict_rows=predict_rows, explain=explain)
+
+
 def _requested_explainers(config: XaiConfig, registry: Any) -> dict[str, dict[str, Any]]:
     """Explainer name -> parameters: the requested ones (``[]``: none), default all."""
     requested = requested_methods(config, registry)
-    return requested if requested is not None else {n: {} for n in registry.names("explainer")}
+    if requested is not None:
+        return requested
+    return {n: {} for n in registry.names("explainer")
+            if getattr(registry.get(n).cls, "runs_by_default", True)}
 
 
 def _selector_names(config: XaiConfig, registry: Any) -> list[str]:
@@ -299,15 +379,16 @@ def _probe_outputs(counter: CountingPredict, prepared: PreparedData, adapter: Mo
 def _run_explainers(methods: dict[str, dict[str, Any]], registry: Any, prepared: PreparedData,
                     adapter: ModelAdapter, counter: CountingPredict,
                     groups: list[tuple[np.ndarray, int | None]], config: XaiConfig, device: str,
-                    bar: Any) -> tuple[dict[str, Attribution], dict[str, dict[str, Any]]]:
+                    bar: Any, feature_groups: FeatureGroups | None = None
+                    ) -> tuple[dict[str, Attribution], dict[str, dict[str, Any]]]:
     """Every explainer in turn, under the run's progress bar: (results, summary entry per
-    method)."""
+    method). With ``feature_groups`` every result has one column per group."""
     results: dict[str, Attribution] = {}
     summary: dict[str, dict[str, Any]] = {}
     for name, params in methods.items():
         attribution, summary[name] = _run_explainer(name, params, registry, prepared,
                                                     adapter, counter, groups, config,
-                                                    device, bar)
+                                                    device, bar, feature_groups)
         if attribution is not None:
             results[name] = attribution
     return results, summary
@@ -315,7 +396,8 @@ def _run_explainers(methods: dict[str, dict[str, Any]], registry: Any, prepared:
 
 def _applicable_count(methods: dict[str, dict[str, Any]], registry: Any,
                       prepared: PreparedData, adapter: ModelAdapter, counter: CountingPredict,
-                      outputs: _Outputs, device: str, config: XaiConfig) -> int:
+                      outputs: _Outputs, device: str, config: XaiConfig,
+                      feature_groups: FeatureGroups | None = None) -> int:
     """How many of ``methods`` apply (the progress bar counts only work that will be done)."""
     if not methods:
         return 0
@@ -323,7 +405,8 @@ def _applicable_count(methods: dict[str, dict[str, Any]], registry: Any,
     task = build_task(counter=counter, prepared=prepared, model=adapter, device=device,
                       X=prepared.X[rows[:1]], output_index=index, seed=config.seed,
                       targets=None if prepared.targets is None else prepared.targets[rows[:1]])
-    return sum(reason is None for reason in applicability(methods, registry, task).values())
+    return sum(reason is None for reason in
+               applicability(methods, registry, task, feature_groups).values())
 
 
 def _check_cost_per_row(checks: dict[str, dict[str, Any]], registry: Any, n_rows: int
@@ -381,7 +464,8 @@ def _warn_over_budget(plan: dict[str, Any]) -> None:
 def _run_explainer(name: str, params: dict[str, Any], registry: Any, prepared: PreparedData,
                    adapter: ModelAdapter, counter: CountingPredict,
                    groups: list[tuple[np.ndarray, int | None]], config: XaiConfig, device: str,
-                   bar: Any) -> tuple[Attribution | None, dict[str, Any]]:
+                   bar: Any, feature_groups: FeatureGroups | None = None
+                   ) -> tuple[Attribution | None, dict[str, Any]]:
     """One explainer, timed and costed: (its attribution or None, its summary entry)."""
     n_rows = len(prepared.X)
     info = registry.get(name, "explainer")
@@ -397,7 +481,7 @@ def _run_explainer(name: str, params: dict[str, Any], registry: Any, prepared: P
     try:
         with memory:
             attribution, reason = _run_method(explainer, prepared, adapter, counter, groups,
-                                              config, device, bar)
+                                              config, device, bar, feature_groups)
     except Exception as exc:
         if config.strict:
             if isinstance(exc, XaiError):
@@ -417,6 +501,11 @@ def _run_explainer(name: str, params: dict[str, Any], registry: Any, prepared: P
                          unit=unit_of(attribution.output_space,
                                       model_output_unit(adapter.describe())),
                          shapley=info.cls.shapley, local=info.cls.local, **attribution.info)
+            if feature_groups is not None:
+                # native: the groups are the method's players; summed: its per-column
+                # attributions are summed over each group's columns.
+                entry.update(players=f"{feature_groups.n_groups} groups",
+                             grouping=grouping.grouping_of(explainer))
     entry["seconds"] = round(time.perf_counter() - t0, 4)
     entry["model_evals"] = int(counter.rows)
     entry["device"] = device
@@ -428,15 +517,20 @@ def _run_explainer(name: str, params: dict[str, Any], registry: Any, prepared: P
 def _run_checks(results: dict[str, Attribution], methods: dict[str, dict[str, Any]],
                 registry: Any, prepared: PreparedData, adapter: ModelAdapter,
                 counter: CountingPredict, config: XaiConfig, device: str,
-                row_outputs: np.ndarray, f_x: np.ndarray, bar: Any
-                ) -> dict[str, dict[str, Any]]:
-    """The checks of the explanations (none when no explainer produced a result)."""
+                row_outputs: np.ndarray, f_x: np.ndarray, bar: Any,
+                feature_groups: FeatureGroups | None = None) -> dict[str, dict[str, Any]]:
+    """The checks of the explanations (none when no explainer produced a result). With
+    ``feature_groups`` they see the groups as the features (see :func:`_grouped_context`)."""
     if not results:
         return {}
     ctx = build_context(registry=registry, methods=methods, results=results, adapter=adapter,
                         prepared=prepared, counter=counter,
                         counter_for=lambda other: CountingPredict(other, prepared),
                         config=config, device=device, row_outputs=row_outputs, f_x=f_x)
+    if feature_groups is not None:
+        ctx = _grouped_context(ctx, feature_groups, registry=registry, methods=methods,
+                               adapter=adapter, prepared=prepared, counter=counter,
+                               config=config, device=device, row_outputs=row_outputs)
     return run_checks(ctx, registry, config, counter,
                       on_check_done=lambda: bar.update(len(prepared.X)))
 
@@ -528,8 +622,11 @@ def _output_index(output: Any, labels: list[Any], k: int) -> int:
 
 def _run_method(explainer: Any, prepared: PreparedData, adapter: ModelAdapter,
                 counter: CountingPredict, groups: list[tuple[np.ndarray, int | None]],
-                config: XaiConfig, device: str, bar: Any) -> tuple[Attribution | None, str | None]:
-    """Run one explainer on each group of rows (one group per explained output) and merge."""
+                config: XaiConfig, device: str, bar: Any,
+                feature_groups: FeatureGroups | None = None
+                ) -> tuple[Attribution | None, str | None]:
+    """Run one explainer on each group of rows (one group per explained output) and merge.
+    With ``feature_groups`` the result has one column per group of columns."""
     parts: list[tuple[np.ndarray, Attribution]] = []
     for rows, output_index in groups:
         task = build_task(
@@ -537,11 +634,12 @@ def _run_method(explainer: Any, prepared: PreparedData, adapter: ModelAdapter,
             X=prepared.X[rows], output_index=output_index, seed=config.seed,
             targets=prepared.targets[rows] if prepared.targets is not None else None,
             on_rows_done=bar.update)
-        reason = explainer.supports(task)
+        reason = explainer.supports(grouping.task_for(explainer, task, feature_groups))
         if reason:
             return None, reason
-        parts.append((rows, explainer.explain(task)))
-    return _merge(parts, len(prepared.X), prepared.X.shape[1]), None
+        parts.append((rows, grouping.explain(explainer, task, feature_groups)))
+    width = prepared.X.shape[1] if feature_groups is None else feature_groups.n_groups
+    return _merge(parts, len(prepared.X), width), None
 
 
 def _merge(parts: list[tuple[np.ndarray, Attribution]], n: int, d: int) -> Attribution:
@@ -584,6 +682,9 @@ def _merged_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
             merged[key] = max(values)
     if "converged" in merged:
         merged["converged"] = all(bool(i.get("converged")) for i in infos)
+    if "row_error_correlation" in merged:  # the safe side: the most correlated group
+        rhos = [i.get("row_error_correlation") for i in infos]
+        merged["row_error_correlation"] = None if any(r is None for r in rhos) else max(rhos)
     return merged
 
 

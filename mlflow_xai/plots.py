@@ -66,14 +66,21 @@ def importance_label(unit: str, *, local: bool = True, shapley: bool = False) ->
 
 
 def bar_figure(importance: pd.Series, method: str, *, unit: str = MODEL_OUTPUT,
-               local: bool = True, shapley: bool = False) -> Figure:
-    """Horizontal bars of one method's global importance, most important on top."""
+               local: bool = True, shapley: bool = False,
+               errors: pd.Series | None = None) -> Figure:
+    """Horizontal bars of one method's global importance, most important on top; with
+    ``errors`` (standard errors per feature) each bar gets its 95 % interval (1.96 SE)."""
     top = importance.sort_values(ascending=False).head(MAX_FEATURES_SHOWN)[::-1]
     fig = _figure(_height(len(top)))
     ax = fig.add_subplot(1, 1, 1)
-    ax.barh(range(len(top)), top.to_numpy(), color="#1f77b4")
+    xerr = None
+    if errors is not None:
+        xerr = 1.96 * errors.reindex(top.index).fillna(0.0).to_numpy(dtype=float)
+    ax.barh(range(len(top)), top.to_numpy(), color="#1f77b4", xerr=xerr,
+            error_kw={"ecolor": "#333333", "elinewidth": 1, "capsize": 2})
     ax.set_yticks(range(len(top)), [str(n) for n in top.index])
-    ax.set_xlabel(importance_label(unit, local=local, shapley=shapley))
+    label = importance_label(unit, local=local, shapley=shapley)
+    ax.set_xlabel(label + ("; bars: 95 % interval" if xerr is not None else ""))
     title = f"{method}: global feature importance"
     if len(importance) > len(top):
         title += f" (top {len(top)} of {len(importance)})"
@@ -83,8 +90,10 @@ def bar_figure(importance: pd.Series, method: str, *, unit: str = MODEL_OUTPUT,
 
 
 def bar_plot(importance: pd.Series, method: str, path: str, *, unit: str = MODEL_OUTPUT,
-             local: bool = True, shapley: bool = False) -> None:
-    _save(bar_figure(importance, method, unit=unit, local=local, shapley=shapley), path)
+             local: bool = True, shapley: bool = False,
+             errors: pd.Series | None = None) -> None:
+    _save(bar_figure(importance, method, unit=unit, local=local, shapley=shapley,
+                     errors=errors), path)
 
 
 def beeswarm_figure(values: pd.DataFrame, features: pd.DataFrame, method: str, *,
@@ -422,3 +431,97 @@ def selection_plot(selection: Any, path: str) -> None:
                 ha="right", va="bottom", fontsize=8, color="#555555")
     ax.spines[["top", "right"]].set_visible(False)
     _save(fig, path)
+
+
+#: Up to this many features the interaction heat map shows them all; beyond, the
+#: :data:`INTERACTION_FEATURES_SHOWN` most involved in interactions.
+MAX_INTERACTION_FEATURES = 40
+INTERACTION_FEATURES_SHOWN = 20
+#: Up to this many features each cell carries its value.
+_ANNOTATE_UP_TO = 12
+
+
+def interaction_order(matrix: pd.DataFrame, importance: pd.Series | None = None) -> list[str]:
+    """The features a heat map shows, in order: all of them up to
+    :data:`MAX_INTERACTION_FEATURES`, else the :data:`INTERACTION_FEATURES_SHOWN` most involved
+    (largest sum of |interaction| with the others); ordered by main-effect importance
+    (``importance``, else the |diagonal|), most important first, ties in feature order."""
+    names = [str(f) for f in matrix.index]
+    values = np.abs(matrix.to_numpy(dtype=float))
+    keep = np.arange(len(names))
+    if len(names) > MAX_INTERACTION_FEATURES:
+        off = values.copy()
+        np.fill_diagonal(off, 0.0)
+        involvement = np.nan_to_num(off, nan=0.0).sum(axis=1)
+        keep = np.sort(np.argsort(-involvement, kind="stable")[:INTERACTION_FEATURES_SHOWN])
+    if importance is not None:
+        main = pd.Series(importance).rename(index=str).reindex([names[i] for i in keep])
+        main = main.to_numpy(dtype=float)
+    else:
+        main = np.diagonal(values)[keep]
+    main = np.nan_to_num(main, nan=-np.inf)
+    return [names[keep[i]] for i in np.argsort(-main, kind="stable")]
+
+
+def interaction_figure(matrix: pd.DataFrame, method: str, *, unit: str = MODEL_OUTPUT,
+                       importance: pd.Series | None = None, index: str | None = None,
+                       rows: int | None = None) -> Figure:
+    """A features x features heat map of a global interaction matrix (the diagonal, the main
+    effects, is greyed out: it would drown the pairs' scale). A matrix with negative entries
+    (signed means) gets a diverging colormap centred at 0 (``RdBu_r``, symmetric limits); a
+    one-signed one (mean |interaction|) a sequential one (``viridis``) from 0. Features are
+    ordered by main-effect importance; beyond :data:`MAX_INTERACTION_FEATURES` only the
+    :data:`INTERACTION_FEATURES_SHOWN` most involved are shown (the title says so)."""
+    from matplotlib.colors import Normalize
+
+    order = interaction_order(matrix, importance)
+    frame = matrix.rename(index=str, columns=str)
+    values = frame.loc[order, order].to_numpy(dtype=float)
+    k = len(order)
+    off = values.copy()
+    np.fill_diagonal(off, np.nan)
+    finite = off[np.isfinite(off)]
+    signed = bool(finite.size and finite.min() < 0)
+    if signed:
+        limit = float(np.abs(finite).max()) or 1e-12
+        cmap, norm = "RdBu_r", Normalize(-limit, limit)
+    else:
+        cmap, norm = "viridis", Normalize(0.0, float(finite.max()) if finite.size and
+                                          finite.max() > 0 else 1e-12)
+    side = max(4.5, 0.3 * k + 3.0)
+    fig = _figure(side, side + 1.2, constrained=True)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_facecolor("#d9d9d9")  # the masked diagonal (and any non-finite cell)
+    image = ax.imshow(np.ma.masked_invalid(off), cmap=cmap, norm=norm, interpolation="nearest")
+    size = 9 if k <= _ANNOTATE_UP_TO else (8 if k <= 25 else 7)
+    labels = [name if len(name) <= 30 else name[:29] + "…" for name in order]
+    ax.set_xticks(range(k), labels, rotation=90, fontsize=size)
+    ax.set_yticks(range(k), labels, fontsize=size)
+    if k <= _ANNOTATE_UP_TO:
+        for i in range(k):
+            for j in range(k):
+                if i != j and np.isfinite(values[i, j]):
+                    shade = norm(values[i, j])
+                    dark = shade < 0.6 if not signed else abs(shade - 0.5) > 0.3
+                    ax.text(j, i, fmt(values[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if dark else "black")
+    what = index or "interaction"
+    label = f"mean {what}" if signed else f"mean |{what}|"
+    label += f" ({unit})" if unit in OUTPUT_UNITS else f" [{unit}]"
+    fig.colorbar(image, ax=ax, label=label, shrink=0.8)
+    title = f"{method}: pairwise interactions"
+    if k < len(matrix):
+        title += f" (top {k} of {len(matrix)} features by involvement)"
+    ax.set_title(title, fontsize=10)
+    note = "features ordered by main-effect importance;\ndiagonal (main effects) not shown"
+    if rows is not None:
+        note = f"averaged over {rows} explained rows; " + note
+    ax.set_xlabel(note, fontsize=8)
+    return fig
+
+
+def interaction_plot(matrix: pd.DataFrame, method: str, path: str, *, unit: str = MODEL_OUTPUT,
+                     importance: pd.Series | None = None, index: str | None = None,
+                     rows: int | None = None) -> None:
+    _save(interaction_figure(matrix, method, unit=unit, importance=importance, index=index,
+                             rows=rows), path)

@@ -50,6 +50,7 @@ from mlflow_xai.base import (
 from mlflow_xai.engine import as_tensor, call_batched, coalition_values
 from mlflow_xai.errors import ConfigError, XaiError
 from mlflow_xai.hookspecs import hookimpl
+from mlflow_xai.standard_errors import importance_standard_errors
 
 __all__ = [
     "SUBSET_DEFAULTS",
@@ -68,6 +69,7 @@ __all__ = [
     "choose_subset",
     "coalition_values",
     "hookimpl",
+    "importance_standard_errors",
     "method_class",
 ]
 

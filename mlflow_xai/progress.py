@@ -22,7 +22,21 @@ def progress_enabled(progress: bool | None) -> bool:
 
 
 def progress_bar(total: int, desc: str, progress: bool | None) -> Any:
+    if not progress_enabled(progress):
+        return _NoBar()  # tqdm is not even imported (the GPU check runs without it)
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="row", disable=not progress_enabled(progress),
-                leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="row", leave=False, dynamic_ncols=True)
+
+
+class _NoBar:
+    """What a silenced bar needs to answer: the calls ``pipeline`` and ``checking`` make."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_description(self, desc: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -1,5 +1,6 @@
 """``xai/report.html``: one self-contained page (inline images, no network) with a headline
-verdict, the plan, the top features per method (grouped by unit), the agreement matrix, every
+verdict, the plan, the top features per method (grouped by unit; with each interaction method's
+strongest pairs in its unit's section), the agreement matrix, every
 check with its verdict, the policy outcome, data and model facts, and timings. Every
 user-controlled string is escaped; every number is shown to 3 significant digits (:func:`fmt`).
 """
@@ -87,8 +88,9 @@ def headline(summary: Mapping[str, Any], checks: Mapping[str, Any] | None = None
 def assess(summary: Mapping[str, Any], checks: Mapping[str, Any] | None = None
            ) -> tuple[str, list[str]]:
     """(headline, reasons). 'failed' when an explainer failed, nothing was explained, or a
-    check's verdict is 'fail'; 'ok with warnings' when a check or selector could not run, a
-    verdict is 'unknown', or the time budget cut planned work; else 'ok'."""
+    check's verdict is 'fail'; 'ok with warnings' when a check of severity 'warning' fails,
+    a check or selector could not run, a verdict is 'unknown', or the time budget cut planned
+    work; else 'ok'."""
     checks = (summary.get("checks") or {}) if checks is None else checks
     failures = _failures(summary, checks)
     if failures:
@@ -118,7 +120,11 @@ def _warnings(summary: Mapping[str, Any], checks: Mapping[str, Any]) -> list[str
     broken = [n for n, entry in checks.items() if entry.get("status") == "failed"]
     if broken:
         reasons.append(f"check could not run: {_names(broken)}")
-    unknown = _verdicts(checks, "unknown")
+    cautions = _verdicts(checks, "fail", severity="warning")
+    if cautions:
+        reasons.append(f"check verdict 'fail' (a warning): {_names(cautions)}")
+    unknown = (_verdicts(checks, "unknown")
+               + _verdicts(checks, "unknown", severity="warning"))
     if unknown:
         reasons.append(f"verdict unknown (no finite figure): {_names(unknown)}")
     selectors = [n for n, entry in (summary.get("selectors") or {}).items()
@@ -132,9 +138,13 @@ def _warnings(summary: Mapping[str, Any], checks: Mapping[str, Any]) -> list[str
     return reasons
 
 
-def _verdicts(checks: Mapping[str, Any], verdict: str) -> list[str]:
-    """'check (figure)' for every figure whose verdict is ``verdict``."""
+def _verdicts(checks: Mapping[str, Any], verdict: str, *, severity: str = "error"
+              ) -> list[str]:
+    """'check (figure)' for every figure whose verdict is ``verdict``, among the checks of
+    ``severity`` (``error``, the default of a check, or ``warning``: a failing figure that
+    questions the explanation's precision rather than its correctness)."""
     return [f"{name} ({figure})" for name, entry in checks.items()
+            if entry.get("severity", "error") == severity
             for figure, v in (entry.get("verdicts") or {}).items() if v == verdict]
 
 
@@ -262,21 +272,57 @@ def _top_features(expl: Any) -> str:
                      "not comparable, so they are never ranked together.</p>")
     for unit, methods in groups:
         parts.append(f"<h3>Unit: {e(unit)}</h3>")
-        parts.append(_ranking(expl.importance[methods], primary))
+        parts.append(_ranking(expl.importance[methods], primary, _importance_errors(expl)))
+        # Interactions are in their method's unit: they stand in that unit's section.
+        parts.extend(_interactions(expl, method, unit) for method in methods
+                     if method in (getattr(expl, "interactions", None) or {}))
     return "\n".join(parts)
 
 
-def _ranking(importance: Any, primary: str | None) -> str:
-    """Rank x method: each cell the feature at that rank and its importance."""
+def _interactions(expl: Any, method: str, unit: str) -> str:
+    """The strongest pairs of one interaction method: pair, mean |value|, mean value and the
+    share of rows where the pair is among the row's 3 strongest."""
+    top = expl.top_interactions(method, TOP_K)
+    if top.empty:
+        return ""
+    index = expl.interaction_index(method)
+    rows = [[f"{e(r.feature_a)} × {e(r.feature_b)}", e(fmt(r.mean_abs)), e(fmt(r.mean_value)),
+             e(f"{fmt(100 * r.top3_share)} %")] for r in top.itertuples()]
+    head = (f"<p>Strongest interactions: {e(method)}"
+            + (f" ({e(index)})" if index else "") + "</p>")
+    note = (f"<p class='muted'>Mean over the {fmt(len(expl.interactions[method]))} explained "
+            f"rows, in {e(unit)}; main effects (the diagonal) are not pairs. Heat map: "
+            f"plots/{e(method)}_interactions.png.</p>")
+    return head + _table(["pair", "mean |value|", "mean value",
+                          "rows where in the row's top 3"], rows) + note
+
+
+def _importance_errors(expl: Any) -> dict[str, Any]:
+    from mlflow_xai.standard_errors import importance_errors
+
+    try:
+        return importance_errors(expl)
+    except Exception:  # a report is never lost over its error bars
+        return {}
+
+
+def _ranking(importance: Any, primary: str | None, errors: Mapping[str, Any] | None = None
+             ) -> str:
+    """Rank x method: each cell the feature at that rank and its importance (± its 95 %
+    interval, 1.96 standard errors, for sampled estimators)."""
+    errors = errors or {}
     tops = {m: importance[m].sort_values(ascending=False).head(TOP_K) for m in importance}
     headers = ["rank"] + [f"{m} (primary)" if m == primary else m for m in importance]
     rows = []
     for rank in range(max(len(t) for t in tops.values())):
         row = [str(rank + 1)]
-        for top in tops.values():
+        for method, top in tops.items():
             if rank < len(top):
                 feature, value = top.index[rank], top.iloc[rank]
-                row.append(f"{e(feature)} <span class='muted'>{e(fmt(value))}</span>")
+                shown = fmt(value)
+                if method in errors and feature in errors[method].index:
+                    shown += f" ± {fmt(1.96 * float(errors[method][feature]))}"
+                row.append(f"{e(feature)} <span class='muted'>{e(shown)}</span>")
             else:
                 row.append("")
         rows.append(row)
@@ -396,7 +442,7 @@ def _plots(expl: Any, root: Path) -> str:
     for unit, methods in expl.unit_groups():
         images = [_img(root / "plots" / f"{method}_{suffix}.png", f"{method} {suffix}")
                   for method in methods
-                  for suffix in ("bar", "beeswarm", "waterfall", "overlay")]
+                  for suffix in ("bar", "beeswarm", "waterfall", "overlay", "interactions")]
         if any(images):
             parts.append(f"<h3>Unit: {e(unit)}</h3>")
             parts.extend(i for i in images if i)

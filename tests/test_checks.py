@@ -30,7 +30,8 @@ def test_default_checks_are_the_cheap_ones(linear_data, tmp_path):
     X, f = linear_data
     expl = _run(f, X, {"exact_shap": {}, "lime": {"n_samples": 500}}, None, output_dir=tmp_path)
     assert set(expl.checks) == {"agreement", "bootstrap_importance", "completeness",
-                                "deletion_insertion", "infidelity", "faithfulness_correlation"}
+                                "deletion_insertion", "infidelity", "faithfulness_correlation",
+                                "rank_uncertainty"}
     assert all(c["status"] == "ok" for c in expl.checks.values())
     stability = json.loads((tmp_path / "stability.json").read_text())
     assert stability["completeness"]["verdicts"]["exact_shap/mean_relative_gap"] == "pass"

@@ -147,7 +147,8 @@ def test_unnamed_xai_stays_cheap_and_named_xai_plans_within_30_s(logged_logreg, 
     # Unnamed: the planner in a 1 s budget, at most 100 rows, only checks that call no model.
     assert unnamed["plan"]["mode"] == "auto" and unnamed["plan"]["budget_s"] == 1.0
     assert unnamed["data"]["max_rows"] == 100
-    assert set(unnamed["checks"]) <= {"agreement", "bootstrap_importance", "completeness"}
+    assert set(unnamed["checks"]) <= {"agreement", "bootstrap_importance", "completeness",
+                                      "rank_uncertainty"}
     assert all(c["model_evals"] == 0 for c in unnamed["checks"].values())
     # Named: the planner's choice within the 30 s default budget, the default checks.
     assert named["plan"]["mode"] == "auto" and named["plan"]["budget_s"] == 30.0

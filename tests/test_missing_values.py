@@ -122,7 +122,8 @@ def test_default_checks_run_on_data_with_nan(cancer_nan):
                               explainers={"kernel_shap": {"n_samples": 62}, "exact_shap": {}})
     checks = expl.summary["checks"]
     assert set(checks) == {"agreement", "bootstrap_importance", "completeness",
-                           "deletion_insertion", "faithfulness_correlation", "infidelity"}
+                           "deletion_insertion", "faithfulness_correlation", "infidelity",
+                           "rank_uncertainty"}
     assert all(c["status"] == "ok" for c in checks.values()), checks
     for name in checks:
         figures = expl.checks[name]["figures"]

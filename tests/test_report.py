@@ -139,6 +139,16 @@ def test_headline_warns_on_an_unknown_verdict_a_broken_check_or_a_cut_plan():
     assert headline(_summary(plan={"budget_s": 30.0, "cut": False}), _checks()) == OK
 
 
+def test_a_failing_check_of_warning_severity_only_warns():
+    checks = {"rank_uncertainty": {"status": "ok", "severity": "warning",
+                                   "figures": {"kernel_shap/unstable_top_k_pairs": 2.0},
+                                   "verdicts": {"kernel_shap/unstable_top_k_pairs": "fail"}}}
+    verdict, reasons = assess(_summary(), checks)
+    assert verdict == WARNINGS
+    assert "rank_uncertainty (kernel_shap/unstable_top_k_pairs)" in reasons[0]
+    assert headline(_summary(), {**checks, **_checks("fail")}) == FAILED
+
+
 def test_headline_fails_when_an_explainer_failed_or_nothing_was_explained():
     summary = _summary()
     summary["methods"]["lime"] = {"status": "failed", "error": "RuntimeError: x"}

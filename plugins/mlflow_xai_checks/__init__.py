@@ -1,4 +1,5 @@
-"""Checks of explanations: stability, robustness, agreement, faithfulness, completeness, sanity.
+"""Checks of explanations: stability, robustness, agreement, faithfulness, completeness, sanity,
+rank uncertainty.
 
 Each check is a plain function of the explain function and the data with an explicit random
 state (Captum's metrics and scikit-learn's permutation_importance are the models). Cheap checks
@@ -21,6 +22,8 @@ def xai_register_checks() -> list[type]:
         InputRobustness,
         SeedStability,
     )
+    from .uncertainty import RankUncertainty
 
     return [SeedStability, InputRobustness, Agreement, BootstrapImportance, Completeness,
-            DeletionInsertion, Infidelity, FaithfulnessCorrelation, ModelRandomization]
+            DeletionInsertion, Infidelity, FaithfulnessCorrelation, ModelRandomization,
+            RankUncertainty]

@@ -1,7 +1,8 @@
 """Exact Shapley values by enumerating all 2**M coalitions (interventional background).
 
 A reference for the sampling methods and a cheap exact method for few features: the cost is
-2**M model calls per explained row per background row.
+2**M model calls per explained row per background row. With ``feature_groups=`` the M players are
+the groups (any number of columns, at most 14 groups).
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ class ExactShap(Explainer):
     )
     shapley: ClassVar[bool] = True
     stochastic: ClassVar[bool] = False
+    #: Groups of columns (feature_groups=) are its players: 2**groups coalitions.
+    explains_groups: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}
 
     def supports(self, task: ExplainTask) -> str | None:
         if task.n_features > MAX_FEATURES:
+            players = "groups" if getattr(task, "feature_groups", None) is not None \
+                else "features"
             return (f"exact_shap enumerates 2**M coalitions and is limited to {MAX_FEATURES} "
-                    f"features; the data has {task.n_features}")
+                    f"{players}; the data has {task.n_features}")
         return super().supports(task)
 
     def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_features: int,
@@ -49,7 +54,8 @@ class ExactShap(Explainer):
         masks = ((ids[:, None] >> np.arange(M)) & 1).astype(bool)
         predict, x, background, f_x, base = tensors(task, task.X)
         values = coalition_values(predict, x, background, torch.as_tensor(masks, device=x.device),
-                                  max_rows=task.max_batch_rows)
+                                  max_rows=task.max_batch_rows,
+                                  groups=getattr(task, "feature_groups", None))
         sizes = masks.sum(axis=1)
         weight = np.array([factorial(s) * factorial(M - s - 1) / factorial(M)
                            for s in range(M)])

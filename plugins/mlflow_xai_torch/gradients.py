@@ -5,6 +5,12 @@ saliency (Simonyan et al., 2014), input_x_gradient (Shrikumar et al., 2016), int
 vargrad (Smilkov et al., 2017; Adebayo et al., 2018), gradient_shap (expected gradients,
 Lundberg & Lee, 2017; Erion et al., 2021) and deeplift (Shrikumar et al., 2017, through Captum:
 its rescale rule needs per-layer hooks that Captum already implements and tests).
+
+The sampled ones (smoothgrad, smoothgrad_sq, vargrad, gradient_shap) also return the standard
+error of each value from their own samples (``Attribution.standard_errors``): the mean over
+``n_samples`` i.i.d. draws has SE = sample std / sqrt(n_samples); vargrad's variance has the
+standard error of a variance estimate, from the draws' fourth central moment. With one sample
+no error can be estimated and ``standard_errors`` is None.
 """
 
 from __future__ import annotations
@@ -40,6 +46,46 @@ def _baseline(task: ExplainTask, kind: str):
 
 def _f(task: ExplainTask, x) -> np.ndarray:
     return task.tensor_predict()(x).detach().cpu().numpy()
+
+
+def mean_standard_error(samples) -> np.ndarray | None:
+    """SE of the mean over dim 1 of ``samples`` (rows, k, features): std (ddof 1) / sqrt(k);
+    None for k < 2 (no spread to estimate it from)."""
+    k = samples.shape[1]
+    if k < 2:
+        return None
+    return (samples.std(dim=1, unbiased=True) / np.sqrt(k)).cpu().numpy()
+
+
+def variance_standard_error(samples) -> np.ndarray | None:
+    """SE of the (biased, 1/k) variance over dim 1 of ``samples`` (rows, k, features).
+
+    For the unbiased s^2, Var(s^2) = (mu4 - sigma^4 (k - 3) / (k - 1)) / k (exact for i.i.d.
+    draws); the 1/k variance is (k - 1) / k * s^2. mu4 and sigma^2 are the draws' own central
+    moments (plug-in), so Gaussian gradients give about sqrt(2 / (k - 1)) * sigma^2.
+    """
+    k = samples.shape[1]
+    if k < 2:
+        return None
+    centred = samples - samples.mean(dim=1, keepdim=True)
+    var = centred.pow(2).sum(dim=1) / (k - 1)                          # s^2
+    mu4 = centred.pow(4).mean(dim=1)
+    var_s2 = (mu4 - var.pow(2) * (k - 3) / (k - 1)).clamp(min=0) / k
+    return ((k - 1) / k * var_s2.sqrt()).cpu().numpy()
+
+
+def with_error_info(result: Attribution) -> Attribution:
+    """Add ``max_standard_error`` (over all rows and features; None when there are no
+    standard errors or some are not finite) to ``result.info``, and, with standard errors,
+    ``row_error_correlation`` 0: each row's samples are drawn independently, so the rows'
+    errors are independent and average out in the global importance."""
+    se = result.standard_errors
+    finite = se is not None and se.size > 0 and bool(np.all(np.isfinite(se)))
+    info = {**result.info, "max_standard_error": float(se.max()) if finite else None}
+    if se is not None:
+        info["row_error_correlation"] = 0.0
+    result.info = info
+    return result
 
 
 class _GradientExplainer(Explainer):
@@ -89,8 +135,6 @@ class IntegratedGradients(_GradientExplainer):
 
     def explain_rows(self, task: ExplainTask, X: np.ndarray, params: dict[str, Any]
                      ) -> Attribution:
-        import torch
-
         steps = int(params["n_steps"])
         if steps < 1:
             raise ConfigError(f"n_steps must be at least 1, got {steps}.")
@@ -123,7 +167,7 @@ class _NoisyGradients(_GradientExplainer):
         # NumPy draws its stream value by value, so each row gets the same noise whatever the
         # chunk size or device (torch's CPU normal_ changes with the tensor size).
         self._rng = np.random.default_rng(task.seed)
-        return super().explain(task)
+        return with_error_info(super().explain(task))
 
     def noisy_gradients(self, task: ExplainTask, X: np.ndarray, params: dict[str, Any]):
         k = int(params["n_samples"])
@@ -142,8 +186,9 @@ class SmoothGrad(_NoisyGradients):
     description: ClassVar[str] = "SmoothGrad: mean gradient over noisy copies of the input."
 
     def explain_rows(self, task, X, params):
-        return Attribution(values=self.noisy_gradients(task, X, params).mean(dim=1)
-                           .cpu().numpy(), output_space="gradient")
+        grads = self.noisy_gradients(task, X, params)
+        return Attribution(values=grads.mean(dim=1).cpu().numpy(), output_space="gradient",
+                           standard_errors=mean_standard_error(grads))
 
 
 class SmoothGradSq(_NoisyGradients):
@@ -151,8 +196,10 @@ class SmoothGradSq(_NoisyGradients):
     description: ClassVar[str] = "SmoothGrad-Squared: mean squared gradient over noisy copies."
 
     def explain_rows(self, task, X, params):
-        return Attribution(values=self.noisy_gradients(task, X, params).pow(2).mean(dim=1)
-                           .cpu().numpy(), output_space="squared gradient")
+        squared = self.noisy_gradients(task, X, params).pow(2)
+        return Attribution(values=squared.mean(dim=1).cpu().numpy(),
+                           output_space="squared gradient",
+                           standard_errors=mean_standard_error(squared))
 
 
 class VarGrad(_NoisyGradients):
@@ -162,7 +209,8 @@ class VarGrad(_NoisyGradients):
     def explain_rows(self, task, X, params):
         grads = self.noisy_gradients(task, X, params)
         return Attribution(values=grads.var(dim=1, unbiased=False).cpu().numpy(),
-                           output_space="gradient variance")
+                           output_space="gradient variance",
+                           standard_errors=variance_standard_error(grads))
 
 
 class GradientShap(_GradientExplainer):
@@ -178,7 +226,7 @@ class GradientShap(_GradientExplainer):
 
     def explain(self, task: ExplainTask) -> Attribution:
         self._rng = np.random.default_rng(task.seed)  # chunk- and device-independent draws
-        return super().explain(task)
+        return with_error_info(super().explain(task))
 
     def explain_rows(self, task, X, params):
         import torch
@@ -197,9 +245,11 @@ class GradientShap(_GradientExplainer):
         b = bg[pick]                                                  # (R, K, M)
         delta = x[:, None, :] - b
         grads = input_gradients(task, (b + alpha * delta).reshape(-1, task.n_features))
-        values = (delta * grads.reshape(len(x), k, -1)).mean(dim=1)
+        terms = delta * grads.reshape(len(x), k, -1)                  # (R, K, M)
+        values = terms.mean(dim=1)
         base = float(_f(task, bg).mean())
-        return Attribution(values=values.cpu().numpy(), base_values=np.full(len(x), base))
+        return Attribution(values=values.cpu().numpy(), base_values=np.full(len(x), base),
+                           standard_errors=mean_standard_error(terms))
 
 
 class DeepLift(_GradientExplainer):

@@ -3,6 +3,14 @@
 Both perturb images with masks on a coarse grid, upsampled to the image size, and mix each image
 with a baseline (zeros, or the mean background image) where the mask is 0. The masks are drawn
 once and shared by every explained image; model calls are as large as the memory budget allows.
+
+Both also return the standard error of each value (``Attribution.standard_errors``, the same
+shape as the values: one per pixel, as the heat maps use them). RISE's saliency is a mean over
+the masks, so its SE is the masks' spread / sqrt(masks). Sobol's total index is a ratio of two
+means over the designs (Jansen's numerator over the variance of the outputs); its SE is the
+delta-method (influence function) error of that ratio, treating the designs as independent
+draws: conservative for scrambled-Sobol points, whose error is smaller than Monte Carlo's. A
+cell's error is spread to its pixels as the index is (nearest).
 """
 
 from __future__ import annotations
@@ -73,27 +81,32 @@ class Rise(Explainer):
         import torch.nn.functional as F
 
         params = self.validate_params()
-        C, H, W = task.image_shape
+        _, H, W = task.image_shape
         n = int(params["n_samples"])
         p = float(params["p_keep"])
         if n < 1 or not 0 < p < 1:
             raise ConfigError("rise needs n_samples >= 1 and 0 < p_keep < 1.")
         s = max(1, min(int(params["grid_size"]), H, W))
         cell_h, cell_w = ceil(H / s), ceil(W / s)
-        gen = torch.Generator(device=task.device).manual_seed(task.seed)
-        grid = (torch.rand((n, 1, s, s), generator=gen, device=task.device) < p).double()
+        # Drawn on the CPU, then moved: CUDA's random stream differs from the CPU's, and the
+        # same seed must give the same masks on every device.
+        gen = torch.Generator(device="cpu").manual_seed(task.seed)
+        grid = (torch.rand((n, 1, s, s), generator=gen) < p).double().to(task.device)
         up = F.interpolate(grid, size=((s + 1) * cell_h, (s + 1) * cell_w), mode="bilinear",
                            align_corners=False)[:, 0]
-        dy = torch.randint(cell_h, (n,), generator=gen, device=task.device)
-        dx = torch.randint(cell_w, (n,), generator=gen, device=task.device)
+        dy = torch.randint(cell_h, (n,), generator=gen).to(task.device)
+        dx = torch.randint(cell_w, (n,), generator=gen).to(task.device)
         rows = (dy[:, None] + torch.arange(H, device=task.device))[:, :, None]
         cols = (dx[:, None] + torch.arange(W, device=task.device))[:, None, :]
         masks = up[torch.arange(n, device=task.device)[:, None, None], rows, cols]  # (n, H, W)
         scores = masked_scores(task, masks, _baseline_image(task, params["baseline"]))
         saliency = torch.einsum("rn,nhw->rhw", scores, masks) / (n * p)
+        se = _rise_standard_errors(scores, masks, saliency, p)
         return Attribution(values=saliency.reshape(len(task.X), -1).cpu().numpy(),
                            output_space="expected output when kept",
-                           info={"grid_size": s, "masks": n})
+                           standard_errors=None if se is None
+                           else se.reshape(len(task.X), -1).cpu().numpy(),
+                           info={"grid_size": s, "masks": n, **_error_info(se)})
 
 
 class Sobol(Explainer):
@@ -114,7 +127,7 @@ class Sobol(Explainer):
         from scipy.stats import qmc
 
         params = self.validate_params()
-        C, H, W = task.image_shape
+        _, H, W = task.image_shape
         s = max(1, min(int(params["grid_size"]), H, W))
         d = s * s
         n = 2 ** max(1, ceil(log2(max(2, int(params["n_samples"])))))
@@ -131,7 +144,51 @@ class Sobol(Explainer):
         total = ((f_a[:, None, :] - f_c) ** 2).mean(dim=2) / 2          # Jansen, (r, d)
         total = total / torch.clamp(variance, min=1e-12)[:, None]
         heat = F.interpolate(total.reshape(-1, 1, s, s), size=(H, W), mode="nearest")[:, 0]
+        se = _jansen_standard_errors(f_a, f_b, f_c, variance)
+        se_heat = F.interpolate(se.reshape(-1, 1, s, s), size=(H, W), mode="nearest")[:, 0]
         return Attribution(values=heat.reshape(len(task.X), -1).cpu().numpy(),
                            output_space="total Sobol index",
+                           standard_errors=se_heat.reshape(len(task.X), -1).cpu().numpy(),
                            info={"grid_size": s, "designs": n,
-                                 "model_calls_per_image": n * (d + 2)})
+                                 "model_calls_per_image": n * (d + 2),
+                                 **_error_info(se_heat)})
+
+
+def _error_info(se) -> dict[str, Any]:
+    """``max_standard_error`` over all images and pixels (None without finite errors)."""
+    import torch
+
+    finite = se is not None and se.numel() > 0 and bool(torch.isfinite(se).all())
+    return {"max_standard_error": float(se.max()) if finite else None}
+
+
+def _rise_standard_errors(scores, masks, saliency, p: float):
+    """SE of RISE's mean over masks of score * mask / p, per image and pixel: the masks'
+    sample std (ddof 1) / sqrt(n), from E[(score * mask)^2] (one more einsum); None for one
+    mask."""
+    import torch
+
+    n = len(masks)
+    if n < 2:
+        return None
+    second = torch.einsum("rn,nhw->rhw", scores.pow(2), masks.pow(2)) / (n * p * p)
+    variance = (second - saliency.pow(2)).clamp(min=0) * n / (n - 1)
+    return (variance / n).sqrt()
+
+
+def _jansen_standard_errors(f_a, f_b, f_c, variance):
+    """Delta-method SE of the Jansen total index T_i = mean_n D_ni / V, D_ni = (f_a - f_ci)^2 / 2
+    and V the variance of the 2N outputs f_a, f_b. Design n's influence on T is
+    psi_n = (D_n - mean D) / V - T (q_n - V) / V with q_n = ((f_a - m)^2 + (f_b - m)^2) / 2 its
+    share of V; SE = std(psi) / sqrt(N). (r, cells)."""
+    import torch
+
+    n = f_a.shape[1]
+    v = torch.clamp(variance, min=1e-12)[:, None]                     # (r, 1)
+    D = (f_a[:, None, :] - f_c) ** 2 / 2                              # (r, d, n)
+    total = D.mean(dim=2) / v                                         # (r, d)
+    m = torch.cat([f_a, f_b], dim=1).mean(dim=1, keepdim=True)
+    q = ((f_a - m) ** 2 + (f_b - m) ** 2) / 2                         # (r, n)
+    psi = (D - D.mean(dim=2, keepdim=True)) / v[:, :, None] \
+        - total[:, :, None] * (q - q.mean(dim=1, keepdim=True))[:, None, :] / v[:, :, None]
+    return psi.std(dim=2, unbiased=True) / np.sqrt(n)

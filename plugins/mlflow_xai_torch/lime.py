@@ -10,6 +10,16 @@ value and the slope along it mean nothing). Each row's surrogate is a ridge regr
 the distance d to that row. Because the perturbations do not depend on the row, one set is drawn
 and evaluated for all rows, and every row's weighted ridge system is solved in one batched call:
 the model sees ``n_samples`` rows in total, not per row.
+
+Standard errors (``Attribution.standard_errors``): the perturbations are i.i.d. draws, so each
+weight's error is the surrogate regression's own sampling variance, the heteroscedasticity-
+consistent (sandwich) covariance of the weighted ridge estimator,
+G^-1 (sum_s w_s^2 e_s^2 a_s a_s') G^-1 with G the penalised weighted Gram matrix and e_s the
+residuals, scaled by n_eff / (n_eff - p) (HC1, with Kish's effective sample size of the row's
+kernel weights). The model is deterministic: the "noise" the residuals measure is the part of
+f the local linear surrogate does not fit, which is exactly what makes the weights depend on
+the draw. Batched like the solve (one more Gram-sized product per chunk of rows); it agrees
+with a bootstrap over the perturbation set (tests/test_uncertainty.py).
 """
 
 from __future__ import annotations
@@ -94,16 +104,18 @@ class Lime(Explainer):
                              device=device)
         penalty[0] = 0.0                                              # no penalty on intercept
         if categorical:
-            coef = _solve_with_categories(task, x, x_std, Z_t, inputs_t, y_shared, y_row,
-                                          categorical, penalty, width)
+            coef, se = _solve_with_categories(task, x, x_std, Z_t, inputs_t, y_shared, y_row,
+                                              categorical, penalty, width)
         else:
-            coef = _solve_shared(task, x_std, Z_t, y_shared, y_row, penalty, width)
-        coef = coef.cpu().numpy()
-        info = {"kernel_width": float(width), "shared_samples": n - 1}
+            coef, se = _solve_shared(task, x_std, Z_t, y_shared, y_row, penalty, width)
+        coef, se = coef.cpu().numpy(), se[:, 1:].cpu().numpy()
+        finite = se.size > 0 and bool(np.all(np.isfinite(se)))
+        info = {"kernel_width": float(width), "shared_samples": n - 1,
+                "max_standard_error": float(se.max()) if finite else None}
         if categorical:
             info["categorical_features"] = [task.feature_names[j] for j in categorical]
         return Attribution(values=coef[:, 1:], base_values=coef[:, 0],
-                           output_space="surrogate weights", info=info)
+                           output_space="surrogate weights", info=info, standard_errors=se)
 
 
 def _columns_with_nan(task: ExplainTask) -> list[str]:
@@ -142,6 +154,7 @@ def _solve_shared(task: ExplainTask, x_std, Z, y_shared, y_row, penalty, width: 
     n_pert, M = Z.shape
     device = Z.device
     coef = torch.empty((len(x_std), M + 1), dtype=torch.float64, device=device)
+    se = torch.empty_like(coef)
     A = torch.cat([torch.ones((n_pert, 1), dtype=torch.float64, device=device), Z], dim=1)
     # Rows in chunks so that the (rows, samples) weight matrix stays bounded.
     chunk = max(1, task.max_batch_rows // max(1, n_pert + 1))
@@ -151,9 +164,13 @@ def _solve_shared(task: ExplainTask, x_std, Z, y_shared, y_row, penalty, width: 
         w = torch.sqrt(torch.exp(-d2 / width**2))
         gram = torch.einsum("rs,si,sj->rij", w, A, A)                 # (r, M + 1, M + 1)
         rhs = torch.einsum("rs,si,s->ri", w, A, y_shared)
-        coef[r0:r0 + len(xs)] = _ridge(gram, rhs, xs, y_row[r0:r0 + chunk], penalty)
+        beta, full_gram = _ridge(gram, rhs, xs, y_row[r0:r0 + chunk], penalty)
+        coef[r0:r0 + len(xs)] = beta
+        u = w * (y_shared[None, :] - beta @ A.T)                      # weighted residuals
+        meat = torch.einsum("rs,si,sj->rij", u * u, A, A)
+        se[r0:r0 + len(xs)] = _sandwich_se(full_gram, meat, w)
         task.on_rows_done(len(xs))
-    return coef
+    return coef, se
 
 
 def _solve_with_categories(task: ExplainTask, x, x_std, Z, inputs, y_shared, y_row,
@@ -168,6 +185,7 @@ def _solve_with_categories(task: ExplainTask, x, x_std, Z, inputs, y_shared, y_r
     numeric = torch.ones(M, dtype=torch.bool, device=device)
     numeric[cat] = False
     coef = torch.empty((len(x), M + 1), dtype=torch.float64, device=device)
+    se = torch.empty_like(coef)
     base = torch.cat([torch.ones((n_pert, 1), dtype=torch.float64, device=device), Z], dim=1)
     chunk = max(1, min(task.max_batch_rows // max(1, n_pert + 1),
                        _DESIGN_CHUNK_ELEMENTS // max(1, n_pert * (M + 1))))
@@ -183,18 +201,39 @@ def _solve_with_categories(task: ExplainTask, x, x_std, Z, inputs, y_shared, y_r
         weighted = (A * w[:, :, None]).transpose(1, 2)                # (r, M + 1, n - 1)
         gram = weighted @ A                                           # batched, one call
         rhs = weighted @ y_shared
-        coef[r0:r0 + len(xs)] = _ridge(gram, rhs, xs, y_row[r0:r0 + chunk], penalty)
+        beta, full_gram = _ridge(gram, rhs, xs, y_row[r0:r0 + chunk], penalty)
+        coef[r0:r0 + len(xs)] = beta
+        u = w * (y_shared[None, :] - (A @ beta[:, :, None])[:, :, 0])  # weighted residuals
+        scaled = A * u[:, :, None]
+        meat = scaled.transpose(1, 2) @ scaled
+        se[r0:r0 + len(xs)] = _sandwich_se(full_gram, meat, w)
         task.on_rows_done(len(xs))
-    return coef
+    return coef, se
 
 
 def _ridge(gram, rhs, xs, y_row, penalty):
-    """Add each explained row itself (kernel weight 1) and the ridge penalty, then solve."""
+    """Add each explained row itself (kernel weight 1) and the ridge penalty, then solve.
+    Returns the coefficients and that full (penalised) Gram matrix."""
     import torch
 
     a_row = torch.cat([torch.ones((len(xs), 1), dtype=torch.float64, device=xs.device), xs],
                       dim=1)
     gram = gram + (a_row[:, :, None] * a_row[:, None, :] + torch.diag(penalty))
     rhs = rhs + a_row * y_row[:, None]
-    return torch.linalg.solve(gram, rhs)
+    return torch.linalg.solve(gram, rhs), gram
+
+
+def _sandwich_se(gram, meat, w):
+    """Per-row standard errors of the ridge coefficients, HC1-scaled: sqrt of the diagonal of
+    n_eff / (n_eff - p) * G^-1 meat G^-1, with n_eff = (sum w)^2 / sum w^2 (Kish) over the
+    sampled perturbations (the explained row itself is fixed, not a draw)."""
+    import torch
+
+    p = gram.shape[-1]
+    eye = torch.eye(p, dtype=gram.dtype, device=gram.device).expand_as(gram)
+    inverse = torch.linalg.solve(gram, eye)         # batched solve: much faster than inv on CPU
+    cov_diag = ((inverse @ meat) * inverse).sum(dim=2)               # G symmetric
+    n_eff = w.sum(dim=1).pow(2) / torch.clamp(w.pow(2).sum(dim=1), min=1e-300)
+    hc1 = n_eff / torch.clamp(n_eff - p, min=1.0)
+    return (cov_diag.clamp(min=0) * hc1[:, None]).sqrt()
 

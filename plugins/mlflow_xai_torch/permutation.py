@@ -2,7 +2,9 @@
 
 A set of permutations, each followed by its reverse, is drawn once and shared by all rows; every
 prefix coalition of every permutation is evaluated in large batches. Each permutation telescopes
-from E[f(background)] to f(x), so efficiency holds exactly.
+from E[f(background)] to f(x), so efficiency holds exactly. The players are the columns, or the
+groups of columns of a grouped task (``feature_groups=``): permutations of the groups, each
+prefix expanded to its columns by the engine.
 
 The antithetic pairs are the i.i.d. sampling units: the standard error of each value is the
 standard deviation of the pair means over sqrt(pairs). With ``n_samples='auto'`` pairs are
@@ -61,7 +63,9 @@ def permutation_gains(task: ExplainTask, endpoints: tuple, perms: np.ndarray):
     position = np.argsort(perms, axis=1)                  # position of feature j in p
     prefix = position[:, None, :] <= np.arange(M - 1)[None, :, None]
     masks = torch.as_tensor(prefix.reshape(-1, M), device=x.device)
-    inner = coalition_values(predict, x, background, masks, max_rows=task.max_batch_rows)
+    # M players: the columns, or groups of columns (feature_groups=) expanded by the engine.
+    inner = coalition_values(predict, x, background, masks, max_rows=task.max_batch_rows,
+                             groups=getattr(task, "feature_groups", None))
     R = len(x)
     chain = torch.cat([base.reshape(1, 1, 1).expand(R, P, 1), inner.reshape(R, P, M - 1),
                        f_x[:, None, None].expand(R, P, 1)], dim=2)   # (R, P, M + 1)
@@ -85,19 +89,44 @@ class PairStatistics:
     count: int = 0
     mean: Any = None
     m2: Any = None
+    #: The same statistics of each pair's mean over the rows, (M,): how much of the rows'
+    #: errors is shared (one design serves all rows), see :meth:`row_error_correlation`.
+    row_mean: Any = None
+    row_m2: Any = None
 
     def add(self, means) -> None:
         n_b = means.shape[1]
-        mean_b = means.mean(dim=1)
-        m2_b = ((means - mean_b[:, None]) ** 2).sum(dim=1)
         if self.count == 0:
-            self.count, self.mean, self.m2 = n_b, mean_b, m2_b
-            return
-        n = self.count + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / n)
-        self.m2 = self.m2 + m2_b + delta**2 * (self.count * n_b / n)
-        self.count = n
+            self.mean, self.m2 = _moments(means, dim=1)
+        else:
+            self.mean, self.m2 = _merged(self.count, self.mean, self.m2, n_b,
+                                         *_moments(means, dim=1))
+        # The error of mean_r |phi_r| is that of mean_r sign(phi_r) * phi_r: each pair's
+        # signed row mean, with the signs of the estimate so far.
+        across_rows = (means * self.mean.sign()[:, None, :]).mean(dim=0)  # (pairs, M)
+        if self.count == 0:
+            self.row_mean, self.row_m2 = _moments(across_rows, dim=0)
+        else:
+            self.row_mean, self.row_m2 = _merged(self.count, self.row_mean, self.row_m2, n_b,
+                                                 *_moments(across_rows, dim=0))
+        self.count += n_b
+
+    def row_error_correlation(self, se) -> float | None:
+        """The correlation rho of the rows' errors that makes
+        ``importance_standard_errors(se, rho)`` match the measured variance of the rows'
+        mean (max over features, the conservative choice); None with fewer than 2 pairs."""
+        if self.count < 2:
+            return None
+        measured = (self.row_m2 / ((self.count - 1) * self.count)).cpu().numpy()
+        se = se.cpu().numpy()
+        n = max(1, se.shape[0])
+        independent = (se ** 2).sum(axis=0) / n ** 2
+        shared = se.mean(axis=0) ** 2
+        span = shared - independent
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rho = np.where(span > 1e-300, (measured - independent) / span, 0.0)
+        rho = np.clip(np.nan_to_num(rho, nan=1.0), 0.0, 1.0)
+        return float(rho.max()) if rho.size else None
 
     def standard_errors(self):
         """std of the pair means / sqrt(pairs); NaN with a single pair."""
@@ -108,6 +137,19 @@ class PairStatistics:
         return (self.m2 / ((self.count - 1) * self.count)).sqrt()
 
 
+def _moments(values, dim: int):
+    """(mean, sum of squared deviations) along ``dim``."""
+    mean = values.mean(dim=dim)
+    return mean, ((values - mean.unsqueeze(dim)) ** 2).sum(dim=dim)
+
+
+def _merged(n_a: int, mean_a, m2_a, n_b: int, mean_b, m2_b):
+    """Chan et al.'s merge of two (count, mean, sum of squared deviations)."""
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return mean_a + delta * (n_b / n), m2_a + m2_b + delta**2 * (n_a * n_b / n)
+
+
 class PermutationShap(Explainer):
     name: ClassVar[str] = "permutation_shap"
     description: ClassVar[str] = (
@@ -116,6 +158,8 @@ class PermutationShap(Explainer):
         "pairs in doubling rounds until they are below tolerance."
     )
     shapley: ClassVar[bool] = True
+    #: Groups of columns (feature_groups=) are its players: permutations of the groups.
+    explains_groups: ClassVar[bool] = True
     #: n_samples: model calls per explained row per background row; each permutation costs
     #: M - 1, and at least one antithetic pair is always run. 'auto': rounds from min_samples
     #: (and at least 8 pairs), doubling up to max_samples, until for every row
@@ -148,10 +192,11 @@ class PermutationShap(Explainer):
                            standard_errors=se.cpu().numpy(), info=info)
 
 
-def _info(pairs: int, M: int, se) -> dict[str, Any]:
+def _info(pairs: int, M: int, se, stats: PairStatistics) -> dict[str, Any]:
     used = samples_for(pairs, M)
     return {"permutations": int(2 * pairs), "n_samples_effective": used,
-            **standard_error_info(se.cpu().numpy(), used)}
+            **standard_error_info(se.cpu().numpy(), used),
+            "row_error_correlation": stats.row_error_correlation(se)}
 
 
 def _explain_fixed(task: ExplainTask, params: dict[str, Any], rng: np.random.Generator,
@@ -163,7 +208,7 @@ def _explain_fixed(task: ExplainTask, params: dict[str, Any], rng: np.random.Gen
     stats = PairStatistics()
     stats.add(pair_means(gains))
     se = stats.standard_errors()
-    return phi, se, _info(pairs, M, se)
+    return phi, se, _info(pairs, M, se, stats)
 
 
 def _explain_adaptive(task: ExplainTask, params: dict[str, Any], rng: np.random.Generator,
@@ -184,5 +229,5 @@ def _explain_adaptive(task: ExplainTask, params: dict[str, Any], rng: np.random.
         done = converged(stats.mean.cpu().numpy(), se.cpu().numpy(), settings.tolerance)
         if done:
             break
-    info = {**_info(stats.count, M, se), **adaptive_info(rounds, done)}
+    info = {**_info(stats.count, M, se, stats), **adaptive_info(rounds, done)}
     return stats.mean, se, info
