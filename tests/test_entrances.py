@@ -44,32 +44,33 @@ def _log_plain(X, model, data_path=None):
     return run.info.run_id, info
 
 
-@pytest.mark.slow
-def test_every_entrance_records_the_same_way(experiment, cancer_small, logreg, tmp_path,
-                                             monkeypatch):
+def _record_everywhere(explainer: str, X, y, model, tmp_path, monkeypatch, experiment
+                       ) -> tuple[dict[str, dict], str]:
+    """``explainer`` on ``model`` through autolog, the evaluator, the CLI and the watcher:
+    (entrance -> what it recorded, the URI of a logged copy of the model)."""
     import mlflow
 
     import mlflow_xai
     from mlflow_xai.cli import cli
     from mlflow_xai.watch import WatchConfig, Watcher
 
-    X, y = cancer_small
+    options = {**OPTIONS, "explainers": [explainer]}
     recorded = {}
 
     # autolog
-    mlflow_xai.autolog(data=X, **OPTIONS)
+    mlflow_xai.autolog(data=X, **options)
     try:
-        run_id, _ = _log_plain(X, logreg)
+        run_id, _ = _log_plain(X, model)
     finally:
         mlflow_xai.autolog(disable=True)
     recorded["autolog"] = _recorded(run_id)
 
     # the evaluator
-    _, info = _log_plain(X, logreg)
+    _, info = _log_plain(X, model)
     with mlflow.start_run() as run:
         mlflow.models.evaluate(info.model_uri, X.assign(label=y.to_numpy()), targets="label",
                                model_type="classifier", evaluators=["xai"],
-                               evaluator_config={"xai": OPTIONS})
+                               evaluator_config={"xai": options})
     recorded["evaluate"] = _recorded(run.info.run_id)
 
     # the CLI
@@ -78,7 +79,7 @@ def test_every_entrance_records_the_same_way(experiment, cancer_small, logreg, t
     with mlflow.start_run() as run:
         pass
     result = CliRunner().invoke(cli, ["explain", "--model-uri", info.model_uri, "--data",
-                                      str(data), "--explainer", "kernel_shap", "--checks",
+                                      str(data), "--explainer", explainer, "--checks",
                                       "none", "--max-rows",
                                       "40", "--background-rows", "20", "--run-id",
                                       run.info.run_id])
@@ -87,9 +88,9 @@ def test_every_entrance_records_the_same_way(experiment, cancer_small, logreg, t
 
     # the watch service (in process, on the same store)
     config = tmp_path / "watch.yaml"
-    config.write_text("explainers: [kernel_shap]\nchecks: []\nmax_rows: 40\n"
+    config.write_text(f"explainers: [{explainer}]\nchecks: []\nmax_rows: 40\n"
                       f"background_rows: 20\nallowed_sources: [{tmp_path}]\n")
-    watched_run, watched = _log_plain(X, logreg, data_path=data)
+    watched_run, watched = _log_plain(X, model, data_path=data)
     previous = mlflow.get_tracking_uri()
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT"):
@@ -103,20 +104,47 @@ def test_every_entrance_records_the_same_way(experiment, cancer_small, logreg, t
         mlflow.set_tracking_uri(previous)
     assert handled.get(watched.model_id) == "done", handled
     recorded["watch"] = _recorded(watched_run)
+    return recorded, info.model_uri
 
-    # the distributed driver (a local Ray cluster) on the same rows
-    recorded["distributed"] = _distributed(info.model_uri, X.head(40))
 
+def _assert_same(recorded: dict[str, dict], expected_sources: set[str]) -> dict:
     sources = {name: entry.pop("source") for name, entry in recorded.items()}
-    assert sources == {"autolog": "autolog", "evaluate": "evaluate", "cli": "cli",
-                       "watch": "watch", "distributed": "distributed"}
+    assert sources == {name: name for name in expected_sources}
     reference = recorded["autolog"]
+    for name, entry in recorded.items():
+        assert entry == reference, f"{name} records differently from autolog"
+    return reference
+
+
+@pytest.mark.slow
+def test_every_entrance_records_the_same_way(experiment, cancer_small, logreg, tmp_path,
+                                             monkeypatch):
+    X, y = cancer_small
+    recorded, model_uri = _record_everywhere("kernel_shap", X, y, logreg, tmp_path,
+                                             monkeypatch, experiment)
+    # the distributed driver (a local Ray cluster) on the same rows
+    recorded["distributed"] = _distributed(model_uri, X.head(40))
+    reference = _assert_same(recorded, {"autolog", "evaluate", "cli", "watch", "distributed"})
     assert "xai/summary.json" in reference["artifacts"]
     assert "xai/attributions/kernel_shap.parquet" in reference["artifacts"]
     assert any(m.startswith("xai.kernel_shap.importance.") for m in reference["metrics"])
     assert len(reference["metrics"]) <= 30 and not any("/" in m for m in reference["metrics"])
-    for name, entry in recorded.items():
-        assert entry == reference, f"{name} records differently from autolog"
+
+
+@pytest.mark.slow
+def test_interactions_through_every_entrance(experiment, cancer_small, logreg, tmp_path,
+                                             monkeypatch):
+    """shapley_interactions records its per-row pairs, matrix and heat map the same way
+    through autolog, the evaluator, the CLI and the watcher (the Ray driver records no
+    interactions: documented)."""
+    X, y = cancer_small
+    recorded, _ = _record_everywhere("shapley_interactions", X, y, logreg, tmp_path,
+                                     monkeypatch, experiment)
+    reference = _assert_same(recorded, {"autolog", "evaluate", "cli", "watch"})
+    for path in ("xai/interactions/shapley_interactions.parquet",
+                 "xai/interactions/shapley_interactions_matrix.json",
+                 "xai/plots/shapley_interactions_interactions.png"):
+        assert path in reference["artifacts"], reference["artifacts"]
 
 
 def _distributed(model_uri: str, X) -> dict:
