@@ -19,8 +19,9 @@ every method calls the real model, no cache is shared), model rows per explained
 time each method needs to reach shap's and kADD-SHAP's error at the largest budget.
 
 The tables replace the section between the ``bench_estimators`` markers of
-``benchmarks/RESULTS.md``. ``python benchmarks/bench_estimators.py --quick`` runs in about two
-minutes; the full run in about 20 minutes on two cores.
+``benchmarks/RESULTS.md``. ``python benchmarks/bench_estimators.py --quick`` runs in about 20 s
+(one seed: expect single-seed noise in its cells); the full run in about 13 minutes on two quiet
+cores (25 minutes with the machine's load average at 5).
 """
 
 from __future__ import annotations

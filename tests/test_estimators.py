@@ -151,7 +151,7 @@ def test_standard_errors_cover_the_exact_values(exact):
         assert np.all(result.standard_errors > 0)
         covered.append(np.abs(result.values - exact) <= 1.96 * result.standard_errors)
     coverage = float(np.mean(covered))
-    assert coverage >= 0.85, coverage   # measured 0.96
+    assert coverage >= 0.85, coverage   # measured 0.94 (0.96 at d = 8, 128 samples)
 
 
 # The design ---------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_wide_data_raises_the_budget_to_the_identifiable_bound_quickly(caplog):
     with caplog.at_level(logging.WARNING, logger="mlflow_xai_torch.kernel"):
         result = method.explain(_task(f, X=Xw, background=bg))
     seconds = time.perf_counter() - start
-    assert seconds < 60, seconds                             # measured ~10 s on 2 busy cores
+    assert seconds < 60, seconds   # measured 1.6 s on 2 quiet cores, 17 s at load average 7
     raised = result.info["budget_raised"]
     assert raised["requested"] == 16 and raised["used"] == 4000 == identifiable_samples(d)
     assert "feature_groups=" in raised["reason"] and "permutation_shap" in raised["reason"]

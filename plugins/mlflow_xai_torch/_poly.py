@@ -598,15 +598,20 @@ def _jackknife(residual, G, hat, phi, groups: np.ndarray, fpc: dict[int, float])
     Gs = G[:, order_t].T                                              # (Ps, M)
     Ps = len(order)
     se = torch.empty((R, M), dtype=torch.float64, device=dev)
-    step = max(1, _SE_CHUNK_ELEMENTS // max(1, Ps * M))
-    zero = torch.zeros((1, 1, M), dtype=torch.float64, device=dev)
+    # Chunks of rows and of players: at most _SE_CHUNK_ELEMENTS moves held at once.
+    cols = max(1, min(M, _SE_CHUNK_ELEMENTS // max(1, Ps)))
+    step = max(1, _SE_CHUNK_ELEMENTS // max(1, Ps * cols))
     for r0 in range(0, R, step):
         t = residual[r0:r0 + step][:, order_t] * inflate[None, :]     # (r, Ps)
-        delta = t[:, :, None] * Gs[None, :, :]                        # (r, Ps, M)
-        c1 = torch.cat([zero.expand(len(t), 1, M), delta.cumsum(dim=1)], dim=1)
-        c2 = torch.cat([zero.expand(len(t), 1, M), (delta**2).cumsum(dim=1)], dim=1)
-        s1 = c1[:, ends_t] - c1[:, starts_t]                          # (r, groups, M)
-        s2 = c2[:, ends_t] - c2[:, starts_t]
-        within = (s2 - s1**2 / n_t[None, :, None]).clamp(min=0.0)
-        se[r0:r0 + step] = (within * factor_t[None, :, None]).sum(dim=1).sqrt()
+        for m0 in range(0, M, cols):
+            delta = t[:, :, None] * Gs[None, :, m0:m0 + cols]         # (r, Ps, m)
+            zero = torch.zeros((len(t), 1, delta.shape[2]), dtype=torch.float64, device=dev)
+            c1 = torch.cat([zero, delta.cumsum(dim=1)], dim=1)
+            s1 = c1[:, ends_t] - c1[:, starts_t]                      # (r, groups, m)
+            del c1
+            c2 = torch.cat([zero, delta.square_().cumsum(dim=1)], dim=1)
+            s2 = c2[:, ends_t] - c2[:, starts_t]
+            del c2, delta
+            within = (s2 - s1**2 / n_t[None, :, None]).clamp(min=0.0)
+            se[r0:r0 + step, m0:m0 + cols] = (within * factor_t[None, :, None]).sum(dim=1).sqrt()
     return se
