@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from results_file import replace_section  # benchmarks/ is on sys.path when run as a script
+from results_file import cpu_name, replace_section  # benchmarks/ is on sys.path as a script
 
 START_MARK = "<!-- bench_attributions:start -->"
 END_MARK = "<!-- bench_attributions:end -->"
@@ -840,14 +840,7 @@ def checks_table(checks: list[dict[str, Any]]) -> list[str]:
 
 def machine_lines(args: argparse.Namespace, started: float, load: tuple[list[float], ...]
                   ) -> list[str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     versions = ", ".join(f"{p} {version(p)}" for p in ("mlflow-xai", "torch", "shap", "captum",
                                                         "lime", "numpy"))
     return [

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from results_file import replace_section  # benchmarks/ is on sys.path when run as a script
+from results_file import cpu_name, replace_section  # benchmarks/ is on sys.path as a script
 
 START_MARK = "<!-- bench_distributed:start -->"
 END_MARK = "<!-- bench_distributed:end -->"
@@ -136,14 +136,7 @@ def machine_lines(args: argparse.Namespace, started: float, load: tuple[list[flo
                   ray_start: float) -> list[str]:
     import torch
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     versions = ", ".join(f"{p} {version(p)}" for p in ("mlflow-xai", "ray", "mlflow", "torch",
                                                         "scikit-learn", "numpy", "pandas"))
     return [

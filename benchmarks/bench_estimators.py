@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from results_file import replace_section  # benchmarks/ is on sys.path when run as a script
+from results_file import cpu_name, replace_section  # benchmarks/ is on sys.path as a script
 
 START_MARK = "<!-- bench_estimators:start -->"
 END_MARK = "<!-- bench_estimators:end -->"
@@ -484,14 +484,7 @@ def time_to_accuracy(cases: list[Case], tables: list[dict[str, dict[int, Cell]]]
 def machine() -> str:
     import torch
 
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return (f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
             f"Python {platform.python_version()}, torch threads {torch.get_num_threads()}")
 

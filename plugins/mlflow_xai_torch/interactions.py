@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from itertools import combinations
-from math import comb
 from typing import Any, ClassVar
 
 import numpy as np
@@ -59,6 +57,9 @@ from mlflow_xai.plugin_api import (
     as_tensor,
     coalition_values,
 )
+
+from ._shapley import kernel_weight, size_mass
+from .kernel import enumerated_layers
 
 INDEX = "FSII"
 #: Rows x pairs x unknowns held at once while computing the standard errors.
@@ -76,15 +77,6 @@ def n_unknowns(d: int) -> int:
 def minimum_budget(d: int) -> int:
     """The fewest coalitions a sampled design gets: twice the unknowns (capped at all of them)."""
     return min(2**d - 2, 2 * n_unknowns(d))
-
-
-def _size_mass(d: int, s: int) -> float:
-    """Shapley-kernel weight of all coalitions of size s together: (d - 1) / (s (d - s))."""
-    return (d - 1) / (s * (d - s))
-
-
-def _kernel_weight(d: int, s: int) -> float:
-    return _size_mass(d, s) / comb(d, s)
 
 
 @dataclass
@@ -108,32 +100,8 @@ def all_coalitions(d: int) -> Design:
     ids = np.arange(1, 2**d - 1, dtype=np.int64)
     masks = ((ids[:, None] >> np.arange(d)) & 1).astype(bool)
     sizes = masks.sum(axis=1)
-    table = np.array([0.0] + [_kernel_weight(d, s) for s in range(1, d)])
+    table = np.array([0.0] + [kernel_weight(d, s) for s in range(1, d)])
     return Design(masks, table[sizes], np.full(len(ids), -1), True, len(ids))
-
-
-def _enumerated_layers(d: int, budget: int) -> tuple[list[np.ndarray], list[float], list[int],
-                                                      int]:
-    """Size layers (s with d - s) taken whole from the outside in while the budget covers each
-    in proportion to its kernel mass: (masks, weights, sizes left, budget left)."""
-    masks: list[np.ndarray] = []
-    weights: list[float] = []
-    remaining = list(range(1, d))
-    for s in range(1, d // 2 + 1):
-        layer = [s] if 2 * s == d else [s, d - s]
-        count = sum(comb(d, k) for k in layer)
-        share = sum(_size_mass(d, k) for k in layer) / sum(_size_mass(d, k) for k in remaining)
-        if count > budget or count > budget * share:
-            break
-        for k in layer:
-            for idx in combinations(range(d), k):
-                row = np.zeros(d, dtype=bool)
-                row[list(idx)] = True
-                masks.append(row)
-                weights.append(_kernel_weight(d, k))
-            remaining.remove(k)
-        budget -= count
-    return masks, weights, remaining, budget
 
 
 def effective_budget(d: int, n_samples: int) -> int:
@@ -146,7 +114,7 @@ def design_size(d: int, n_samples: int) -> int:
     budget = effective_budget(d, n_samples)
     if budget >= 2**d - 2:
         return 2**d - 2
-    masks, _, remaining, left = _enumerated_layers(d, budget)
+    masks, _, remaining, left = enumerated_layers(d, budget)
     return len(masks) + (2 * (left // 2) if remaining and left >= 2 else 0)
 
 
@@ -157,13 +125,13 @@ def make_design(d: int, n_samples: int, rng: np.random.Generator) -> Design:
     budget = effective_budget(d, n_samples)
     if budget >= 2**d - 2:
         return all_coalitions(d)
-    layers, layer_weights, remaining, left = _enumerated_layers(d, budget)
+    layers, layer_weights, remaining, left = enumerated_layers(d, budget)
     enumerated = np.asarray(layers, dtype=bool).reshape(-1, d)
     parts_m, parts_w = [enumerated], [np.asarray(layer_weights, dtype=float)]
     parts_p = [np.full(len(enumerated), -1)]
     pairs = left // 2 if remaining else 0
     if pairs:
-        mass = np.array([_size_mass(d, k) for k in remaining])
+        mass = np.array([size_mass(d, k) for k in remaining])
         chosen = rng.choice(len(remaining), size=pairs, p=mass / mass.sum())
         sizes = np.asarray(remaining)[chosen]
         ranks = rng.random((pairs, d)).argsort(axis=1).argsort(axis=1)
