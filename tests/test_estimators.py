@@ -289,3 +289,4 @@ def test_comb_helpers_used_by_the_kernel_form():
                     for k in range(j + 1, M))
         assert _poly._e3(z.sum(), M) == pytest.approx(brute)
         assert comb(M, 3) == _poly._e3(float(M), M)
+

@@ -22,7 +22,8 @@ of ``benchmarks/RESULTS.md``):
   value of a fitted surrogate plus the (zero) kernel estimate of its residual: a regression-
   adjusted (control-variate) estimator. When the pairs cannot support the order-3 terms, GCV
   picks a large penalty and the fit falls back smoothly to paired Kernel SHAP. The penalty is
-  one number for all rows (GCV summed over rows): one design, one factorisation, all rows.
+  chosen per row by GCV on that row's own values (so a row's values never depend on the rows
+  explained with it); one design for all rows and one factorisation per distinct penalty.
 * **Kernel form.** With few players (M + C(M, 3) columns, at most :data:`PRIMAL_MAX_COLUMNS`
   and no more than the pairs) the fit is an explicit penalised regression: one
   eigendecomposition of the order-3 block (the linear part projected out) serves the whole GCV
@@ -348,20 +349,38 @@ def fit(first, w, odd, odd_full, groups: np.ndarray, fpc: dict[int, float], *,
     Z = first.to(torch.float64) * 2.0 - 1.0
     w = w / w.mean()
     cubic = order >= 3 and M >= 3 and P <= CUBIC_MAX_PAIRS and M <= CUBIC_MAX_FEATURES
-    if cubic and M + comb(M, 3) <= min(P, PRIMAL_MAX_COLUMNS):
-        G, hat, residual_of, penalty = _primal_cubic_smoother(Z, w, odd)
-    elif cubic:
-        G, hat, residual_of, penalty = _cubic_smoother(Z, w, odd)
-    else:
-        G, hat, residual_of = _linear_smoother(Z, w)
-        penalty = None
-    # phi = [odd, odd_full] @ G.T; the smoother already meets efficiency.
     aug = torch.cat([odd, odd_full[:, None]], dim=1)
-    phi = aug @ G.T
-    phi = phi + ((2.0 * odd_full - phi.sum(dim=1)) / M)[:, None]   # round-off only
-    if not standard_errors:
-        return PolyFit(phi, torch.zeros_like(phi), 3 if cubic else 1, penalty)
-    se = _jackknife(residual_of(aug, phi), G, hat, phi, groups, fpc)
+    if not cubic:
+        smoothers = {None: (_linear_smoother(Z, w), np.arange(len(odd)))}
+    else:
+        # Each row's penalty by GCV on its own values, so that a row's explanation never
+        # depends on which other rows are explained with it (chunks, output groups, workers).
+        primal = M + comb(M, 3) <= min(P, PRIMAL_MAX_COLUMNS)
+        if primal:
+            X3, T = _triples(Z)
+            penalties = _gcv_penalty_primal(Z, X3, w, odd)
+        else:
+            penalties = _gcv_penalty(_cubic_kernel(Z, Z, M), Z, w, odd)
+        smoothers = {}
+        for penalty in sorted(set(penalties.tolist())):
+            rows = np.flatnonzero(penalties == penalty)
+            smoother = (_primal_cubic_smoother(Z, w, penalty, X3, T) if primal
+                        else _cubic_smoother(Z, w, penalty))
+            smoothers[penalty] = (smoother, rows)
+    phi = torch.empty((len(odd), M), dtype=odd.dtype, device=odd.device)
+    se = torch.zeros_like(phi)
+    for (G, hat, residual_of), rows in smoothers.values():
+        index = torch.as_tensor(rows, device=odd.device)
+        part = aug[index]
+        # phi = [odd, odd_full] @ G.T; the smoother already meets efficiency.
+        values = part @ G.T
+        values = values + ((2.0 * odd_full[index] - values.sum(dim=1)) / M)[:, None]
+        phi[index] = values  # round-off only above
+        if standard_errors:
+            se[index] = _jackknife(residual_of(part, values), G, hat, values, groups, fpc)
+    chosen = [k for k in smoothers if k is not None]
+    penalty = float(np.median([k for k, (_, rows) in smoothers.items() if k is not None
+                               for _ in rows])) if chosen else None
     return PolyFit(phi, se, 3 if cubic else 1, penalty)
 
 
@@ -414,10 +433,10 @@ def _cubic_kernel(A, B, M: int):
     return _e3(A @ B.T, M) / comb(M, 3)
 
 
-def _cubic_smoother(Z, w, odd):
-    """Linear + ridge-penalised order-3 odd fit in kernel form; the penalty by GCV over all
-    rows. Returns the smoother G (M, P + 1), the pairs' leverages, the residual map and the
-    penalty.
+def _cubic_smoother(Z, w, penalty: float):
+    """Linear + ridge-penalised order-3 odd fit in kernel form, for one ``penalty`` (chosen
+    per row by :func:`_gcv_penalty`). Returns the smoother G (M, P + 1), the pairs'
+    leverages and the residual map.
 
     The linear part stays unpenalised even near the identifiability bound: shrinking it pulls
     the values towards an equal split, which on sparse models cost 3-30x the error at 32-64
@@ -425,8 +444,6 @@ def _cubic_smoother(Z, w, odd):
     import torch
 
     P, M = Z.shape
-    K = _cubic_kernel(Z, Z, M)
-    _, penalty = _gcv_penalty(K, Z, w, odd)
     ones = torch.ones((1, M), dtype=Z.dtype, device=Z.device)
     Za = torch.cat([Z, ones])                                   # (P + 1, M); the last is N
     n = P + 1
@@ -451,7 +468,7 @@ def _cubic_smoother(Z, w, odd):
     def residual_of(aug, phi):
         return (aug @ to_alpha.T) * (penalty / w)[None, :]
 
-    return G, hat, residual_of, penalty
+    return G, hat, residual_of
 
 
 def _triples(Z):
@@ -465,15 +482,13 @@ def _triples(Z):
     return Z[:, T[:, 0]] * Z[:, T[:, 1]] * Z[:, T[:, 2]] / np.sqrt(comb(M, 3)), T
 
 
-def _primal_cubic_smoother(Z, w, odd):
+def _primal_cubic_smoother(Z, w, penalty: float, X3, T):
     """:func:`_cubic_smoother` in primal form, for few players (M + C(M, 3) <= pairs): the
-    same model, penalty grid and GCV, with the order-3 parities as explicit columns."""
+    same model, with the order-3 parities ``X3`` (triples ``T``) as explicit columns."""
     import torch
 
     P, M = Z.shape
-    X3, T = _triples(Z)
     p3 = X3.shape[1]
-    penalty = _gcv_penalty_primal(Z, X3, w, odd)
     X = torch.cat([Z, X3], dim=1)                               # (P, p)
     XW = X * w[:, None]
     H = X.T @ XW
@@ -499,12 +514,13 @@ def _primal_cubic_smoother(Z, w, odd):
     def residual_of(aug, phi):
         return aug[:, :P] - aug @ fitted.T
 
-    return G, hat, residual_of, penalty
+    return G, hat, residual_of
 
 
-def _gcv_penalty_primal(Z, X3, w, odd) -> float:
+def _gcv_penalty_primal(Z, X3, w, odd) -> np.ndarray:
     """:func:`_gcv_penalty` with explicit order-3 columns: the linear part projected out, one
-    eigendecomposition of the (C(M, 3) x C(M, 3)) penalised block serves every penalty."""
+    eigendecomposition of the (C(M, 3) x C(M, 3)) penalised block serves every penalty and
+    every row; (R,) the penalty of each row."""
     import torch
 
     P, M = Z.shape
@@ -517,26 +533,27 @@ def _gcv_penalty_primal(Z, X3, w, odd) -> float:
     ev = ev.clamp(min=0.0)
     F = X3r @ U                                                  # (P, p3), F'F = diag(ev)
     a = yr @ F                                                   # (R, p3)
-    base = float((yr**2).sum())
-    a2 = (a**2).sum(dim=0)
-    best, best_penalty = None, PENALTIES[-1]
+    base = (yr**2).sum(dim=1)                                    # (R,)
+    a2 = a**2
+    best = np.full(len(odd), np.inf)
+    chosen = np.full(len(odd), float(PENALTIES[-1]))
     for penalty in PENALTIES:
         D = 1.0 / (ev + penalty)
-        rss = base - float((a2 * (2.0 * D - ev * D**2)).sum())
+        rss = (base - (a2 * (2.0 * D - ev * D**2)[None, :]).sum(dim=1)).clamp(min=0.0)
         dof = 1.0 - (M + float((ev * D).sum())) / P
         if dof <= 1e-6:
             continue
-        score = max(rss, 0.0) / dof**2
-        if best is None or score < best:
-            best, best_penalty = score, float(penalty)
-    return best_penalty
+        score = (rss / dof**2).cpu().numpy()
+        better = score < best
+        best[better], chosen[better] = score[better], float(penalty)
+    return chosen
 
 
-def _gcv_penalty(K, Z, w, odd) -> tuple[float, float]:
-    """(score, penalty): the penalty of :data:`PENALTIES` with the least generalised
-    cross-validation error summed over rows (the grand-coalition constraint left out of this
-    choice), for the kernel ``K`` plus an unpenalised linear part ``Z`` (None: none). One
-    eigendecomposition of W^1/2 K W^1/2 serves every penalty."""
+def _gcv_penalty(K, Z, w, odd) -> np.ndarray:
+    """(R,): for each row, the penalty of :data:`PENALTIES` with the least generalised
+    cross-validation error of that row's values (the grand-coalition constraint left out of
+    this choice), for the kernel ``K`` plus an unpenalised linear part ``Z`` (None: none).
+    One eigendecomposition of W^1/2 K W^1/2 serves every penalty and every row."""
     import torch
 
     P = K.shape[0]
@@ -545,7 +562,8 @@ def _gcv_penalty(K, Z, w, odd) -> tuple[float, float]:
     ev = ev.clamp(min=0.0)
     yh = (odd * sw[None, :]) @ U                                # (R, P)
     Xh = None if Z is None else U.T @ (sw[:, None] * Z)         # (P, M)
-    best, best_penalty = float("inf"), PENALTIES[-1]
+    best = np.full(len(odd), np.inf)
+    chosen = np.full(len(odd), float(PENALTIES[-1]))
     for penalty in PENALTIES:
         D = 1.0 / (ev + penalty)
         if Xh is None:
@@ -564,10 +582,10 @@ def _gcv_penalty(K, Z, w, odd) -> tuple[float, float]:
         dof = 1.0 - trace_h / P
         if dof <= 1e-6:
             continue
-        score = float((residual**2).sum()) / dof**2
-        if score < best:
-            best, best_penalty = score, float(penalty)
-    return best, best_penalty
+        score = ((residual**2).sum(dim=1) / dof**2).cpu().numpy()
+        better = score < best
+        best[better], chosen[better] = score[better], float(penalty)
+    return chosen
 
 
 def _jackknife(residual, G, hat, phi, groups: np.ndarray, fpc: dict[int, float]):
