@@ -92,13 +92,9 @@ class TreeShap(Explainer):
     defaults: ClassVar[dict[str, Any]] = {}
 
     def supports(self, task: ExplainTask) -> str | None:
-        reason = super().supports(task)
+        plan, reason = plan_or_reason(self, task)
         if reason is not None:
             return reason
-        try:
-            plan = _plan(task)
-        except NotTreeExplainable as exc:
-            return f"{self.name}: {exc}"
         if plan.kind == "sklearn" and _has_missing(plan, task):
             # Measured: efficiency gaps of 0.24-0.71 in probability on NaN rows; shap does not
             # follow the routing scikit-learn learned for missing values.
@@ -123,6 +119,18 @@ class TreeShap(Explainer):
         else:
             attribution = _sklearn(plan.estimator, plan.model_background(task), rows, task, X)
         return plan.to_raw(attribution, task.feature_names)
+
+
+def plan_or_reason(explainer: Explainer, task: ExplainTask) -> tuple[_Plan | None, str | None]:
+    """What a tree explainer's ``supports()`` starts with: the base checks (data type, a tree
+    model), then the trees to read; (plan, None) or (None, the reason it does not apply)."""
+    reason = Explainer.supports(explainer, task)
+    if reason is not None:
+        return None, reason
+    try:
+        return _plan(task), None
+    except NotTreeExplainable as exc:
+        return None, f"{explainer.name}: {exc}"
 
 
 def _has_missing(plan: _Plan, task: ExplainTask) -> bool:

@@ -49,12 +49,12 @@ import numpy as np
 from mlflow_xai.plugin_api import Attribution, Explainer, ExplainTask
 
 from .tree import (
-    NotTreeExplainable,
     _exact_threshold_model,
     _has_categories,
     _has_missing,
     _Plan,
     _plan,
+    plan_or_reason,
 )
 
 #: Elements (doubles) held by one step of the interventional computation.
@@ -83,13 +83,9 @@ class TreeInteractions(Explainer):
         "feature_perturbation": "'auto' | 'interventional' | 'tree_path_dependent'"}
 
     def supports(self, task: ExplainTask) -> str | None:
-        reason = super().supports(task)
+        plan, reason = plan_or_reason(self, task)
         if reason is not None:
             return reason
-        try:
-            plan = _plan(task)
-        except NotTreeExplainable as exc:
-            return f"{self.name}: {exc}"
         mode = _mode(plan.kind, self.get_params().get("feature_perturbation"))
         est = plan.estimator
         if plan.kind == "sklearn":
