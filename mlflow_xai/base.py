@@ -554,6 +554,31 @@ class CheckContext:
     model: Any = None
     seed: int = 0
     data_type: str = "tabular"
+    # What the checks that query the model directly (importance_test, flip_test,
+    # responsiveness, rashomon) need: the data in its own columns, whatever the explainers'
+    # players were (a grouped run's ``X`` holds group presences, not columns).
+    #: The explained rows, encoded (floats; a categorical column holds its category codes).
+    data_X: np.ndarray | None = None
+    #: The background rows, encoded like ``data_X``.
+    data_background: np.ndarray | None = None
+    #: The columns of ``data_X``.
+    data_feature_names: list[str] | None = None
+    #: column index (in ``data_X``) -> the category labels a code indexes, categorical columns.
+    categories: dict[int, list[Any]] = field(default_factory=dict)
+    #: The targets of the explained rows (None without targets).
+    targets: np.ndarray | None = None
+    #: Encoded rows ``(m, d)`` -> every model output, ``(m,)`` or ``(m, k)`` (probabilities for
+    #: classifiers with predict_proba); counted in the check's ``model_evals``.
+    predict_full: Callable[[np.ndarray], np.ndarray] | None = None
+    #: Another model with the explained model's input (e.g. a refit) -> its ``predict_full``,
+    #: counted like the explained model's.
+    predict_full_with: Callable[[Any], Callable[[np.ndarray], np.ndarray]] | None = None
+    #: Encoded rows -> the model's own input (a DataFrame with the original dtypes, or an
+    #: array): what a refit model is trained on.
+    to_model_input: Callable[[np.ndarray], Any] = lambda X: X
+    #: True for classifiers; ``classes`` are then the labels in output order (when known).
+    is_classifier: bool = False
+    classes: list[Any] | None = None
 
     @property
     def local_methods(self) -> list[str]:

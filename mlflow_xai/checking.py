@@ -61,12 +61,32 @@ def build_context(*, registry: Any, methods: dict[str, dict], results: dict[str,
             counter.rows += runner.rows
         return values
 
+    def predict_full_with(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+        runner = counter_for(resolve_model(model, device=adapter.device))
+
+        def predict(X: np.ndarray) -> np.ndarray:
+            before = runner.rows
+            out = runner.full(X)
+            counter.rows += runner.rows - before
+            return out
+
+        return predict
+
+    categories = getattr(prepared.encoder, "categories", {}) or {}
     return CheckContext(
         X=prepared.X, background=prepared.background, feature_names=prepared.feature_names,
         results=results, shapley={m: registry.get(m).cls.shapley for m in results},
         stochastic={m: registry.get(m).cls.stochastic for m in results},
         predict_rows=predict_rows, explain=explain, outputs=f_x, model=adapter,
-        seed=config.seed, data_type=prepared.facts.get("data_type", "tabular"))
+        seed=config.seed, data_type=prepared.facts.get("data_type", "tabular"),
+        data_X=prepared.X, data_background=prepared.background,
+        data_feature_names=list(prepared.feature_names),
+        categories={j: list(categories[c]) for j, c in enumerate(prepared.feature_names)
+                    if c in categories},
+        targets=prepared.targets, predict_full=counter.full,
+        predict_full_with=predict_full_with, to_model_input=prepared.encoder.decode,
+        is_classifier=bool(adapter.is_classifier),
+        classes=list(adapter.classes) if adapter.classes is not None else None)
 
 
 def checks_to_run(config: XaiConfig, registry: Any) -> dict[str, dict[str, Any]]:

@@ -1,5 +1,6 @@
 """Checks of explanations: stability, robustness, agreement, faithfulness, completeness, sanity,
-rank uncertainty.
+rank uncertainty; and governance end tasks answered by querying the model: importance tests
+with error control, flip tests, recourse (responsiveness) and the Rashomon spread.
 
 Each check is a plain function of the explain function and the data with an explicit random
 state (Captum's metrics and scikit-learn's permutation_importance are the models). Cheap checks
@@ -15,6 +16,9 @@ from mlflow_xai.plugin_api import hookimpl
 def xai_register_checks() -> list[type]:
     from .agreement import Agreement
     from .faithfulness import DeletionInsertion, FaithfulnessCorrelation, Infidelity
+    from .importance_test import ImportanceTest
+    from .rashomon import Rashomon
+    from .recourse import FlipTest, Responsiveness
     from .sanity import ModelRandomization
     from .stability import (
         BootstrapImportance,
@@ -26,4 +30,4 @@ def xai_register_checks() -> list[type]:
 
     return [SeedStability, InputRobustness, Agreement, BootstrapImportance, Completeness,
             DeletionInsertion, Infidelity, FaithfulnessCorrelation, ModelRandomization,
-            RankUncertainty]
+            RankUncertainty, ImportanceTest, FlipTest, Responsiveness, Rashomon]

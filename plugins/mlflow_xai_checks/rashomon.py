@@ -1,0 +1,15 @@
+"""Placeholder: being written (issue 14)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from mlflow_xai.plugin_api import Check, CheckContext
+
+
+class Rashomon(Check):
+    name: ClassVar[str] = "rashomon"
+    description: ClassVar[str] = "being written"
+
+    def supports(self, ctx: CheckContext) -> str | None:
+        return "not written yet"
