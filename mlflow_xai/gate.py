@@ -304,7 +304,7 @@ def recomputed_facts(target: Target, policy: Policy) -> tuple[Facts, dict[str, A
     options = dict(policy.explain or {})
     explainers, checks = methods_named(policy)
     options.setdefault("explainers", explainers or None)
-    options.setdefault("checks", checks)
+    options.setdefault("checks", checks or [])
     options.setdefault("strict", False)
     options.setdefault("progress", False)
     if policy.targets is not None:

@@ -18,6 +18,22 @@ Rule kinds (each rule has a ``name`` and exactly one kind):
   ``with`` may have a mean |interaction| above ``max`` (or be among the ``top_k`` strongest
   pairs) in that method's global interaction matrix. Read only from
   ``interactions/<method>_matrix.json``; without one (no interaction method ran) the rule fails.
+* significance (``importance_test`` check): ``require_significant: {features: [income],
+  alpha: 0.05, test: conditional}`` passes when each feature's test rejected "the output does
+  not depend on it" (p-value <= alpha); ``forbid_significant: {features: [sex], alpha: 0.05,
+  test: both, min_rows: 200}`` fails when any named test is significant, and also when fewer
+  than ``min_rows`` rows were tested (too few rows show nothing, they do not show absence).
+* flip rate (``flip_test`` check): ``max_flip_rate: {feature: sex, max: 0.01}``: the share of
+  rows whose decision changes when the feature is set to another value; by default its upper
+  confidence bound (``bound: upper``; ``bound: estimate`` judges the point estimate).
+* recourse (``responsiveness`` check): ``max_fixed_rate: {max: 0.05}`` (share of adverse
+  decisions no actionable change reverses; fails when there is no adverse decision to judge)
+  and ``require_actionable_top_k: {method: kernel_shap, k: 3, min_share: 1.0}`` (share of
+  adverse rows whose top-k reasons are all responsive).
+* Rashomon spread (``rashomon`` check): ``max_rank_spread: {max: 1, features: [income],
+  min_models: 5}``: across the refits kept within epsilon of the best loss, no feature's rank
+  (the named ones, default the top k) may move by more than ``max``; fewer than ``min_models``
+  kept fits fail.
 
 A policy is read exactly as written or refused (:class:`~mlflow_xai.errors.ConfigError`, exit 2
 in the gate): unknown keys, wrong types (``max: yes``, ``min: "0.8"``), duplicate keys, an empty
@@ -53,7 +69,12 @@ from pydantic import (
 from mlflow_xai.errors import ConfigError
 
 RULE_KINDS = ("metric", "forbid_top_k", "require_methods", "max_disagreement",
-              "forbid_interaction")
+              "forbid_interaction", "require_significant", "forbid_significant",
+              "max_flip_rate", "max_fixed_rate", "require_actionable_top_k", "max_rank_spread")
+#: Rule kind -> the check whose ``stability.json`` details it reads.
+CHECK_RULES = {"require_significant": "importance_test", "forbid_significant": "importance_test",
+               "max_flip_rate": "flip_test", "max_fixed_rate": "responsiveness",
+               "require_actionable_top_k": "responsiveness", "max_rank_spread": "rashomon"}
 #: Figures every explainer that ran ``ok`` has (``<method>/<figure>``).
 METHOD_FIGURES = ("seconds", "model_evals", "efficiency_gap", "importance")
 #: Figures of the whole explanation.
@@ -117,6 +138,48 @@ class ForbidInteraction(_Strict):
         return out
 
 
+Test = Literal["conditional", "marginal", "both"]
+
+
+class RequireSignificant(_Strict):
+    """Each feature's importance test must reject H0 "the output does not depend on it"."""
+
+    features: list[StrictStr] = Field(min_length=1)
+    alpha: Number = Field(default=0.05, gt=0, lt=1)
+    test: Test = "conditional"
+
+
+class ForbidSignificant(_Strict):
+    """No named test may find the output dependent on the feature, on enough rows."""
+
+    features: list[StrictStr] = Field(min_length=1)
+    alpha: Number = Field(default=0.05, gt=0, lt=1)
+    test: Test = "both"
+    min_rows: StrictInt = Field(default=200, ge=1)
+
+
+class MaxFlipRate(_Strict):
+    feature: StrictStr
+    max: Number = Field(ge=0, le=1)
+    bound: Literal["upper", "estimate"] = "upper"
+
+
+class MaxFixedRate(_Strict):
+    max: Number = Field(ge=0, le=1)
+
+
+class RequireActionableTopK(_Strict):
+    method: StrictStr
+    k: StrictInt = Field(ge=1)
+    min_share: Number = Field(default=1.0, ge=0, le=1)
+
+
+class MaxRankSpread(_Strict):
+    max: StrictInt = Field(ge=0)
+    features: list[StrictStr] | None = Field(default=None, min_length=1)
+    min_models: StrictInt = Field(default=5, ge=2)
+
+
 class Rule(_Strict):
     name: StrictStr = Field(min_length=1)
     metric: StrictStr | None = None
@@ -126,6 +189,12 @@ class Rule(_Strict):
     require_methods: list[StrictStr] | None = Field(default=None, min_length=1)
     max_disagreement: MaxDisagreement | None = None
     forbid_interaction: ForbidInteraction | None = None
+    require_significant: RequireSignificant | None = None
+    forbid_significant: ForbidSignificant | None = None
+    max_flip_rate: MaxFlipRate | None = None
+    max_fixed_rate: MaxFixedRate | None = None
+    require_actionable_top_k: RequireActionableTopK | None = None
+    max_rank_spread: MaxRankSpread | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Rule:
@@ -223,6 +292,12 @@ _FIELDS = {
     "max_disagreement": list(MaxDisagreement.model_fields),
     "forbid_interaction": [f.alias or name for name, f in
                            ForbidInteraction.model_fields.items()],
+    "require_significant": list(RequireSignificant.model_fields),
+    "forbid_significant": list(ForbidSignificant.model_fields),
+    "max_flip_rate": list(MaxFlipRate.model_fields),
+    "max_fixed_rate": list(MaxFixedRate.model_fields),
+    "require_actionable_top_k": list(RequireActionableTopK.model_fields),
+    "max_rank_spread": list(MaxRankSpread.model_fields),
 }
 
 
@@ -254,9 +329,10 @@ def _explain_validation(exc: ValidationError, raw: dict[str, Any]) -> str:
         elif kind == "string_type":
             lines.append(f"{where}: field '{path}' must be a string, got "
                          f"{error.get('input')!r}.")
-        elif kind in ("too_short", "list_type") and path in (
+        elif kind in ("too_short", "list_type") and (path in (
                 "require_methods", "rules", "forbid_top_k.features",
-                "forbid_interaction.features", "forbid_interaction.with"):
+                "forbid_interaction.features", "forbid_interaction.with")
+                or path.endswith(".features")):
             lines.append(f"{where}: field '{path}' must be a non-empty list.")
         elif kind == "value_error":
             lines.append(f"{where}: {message.removeprefix('Value error, ')}.")
@@ -285,6 +361,9 @@ def _check_names_exist(policy: Policy) -> None:
             methods += [("max_disagreement.methods", m) for m in rule.max_disagreement.methods]
         if rule.forbid_interaction is not None and rule.forbid_interaction.method is not None:
             methods.append(("forbid_interaction.method", rule.forbid_interaction.method))
+        if rule.require_actionable_top_k is not None:
+            methods.append(("require_actionable_top_k.method",
+                            rule.require_actionable_top_k.method))
         for field_name, method in methods:
             if method not in explainers:
                 raise ConfigError(f"{where}: field '{field_name}' names '{method}', which is not "
@@ -357,6 +436,9 @@ class Facts:
     interactions_listed: list[str] = field(default_factory=list)
     #: raw column -> the feature group it was explained in (runs with ``feature_groups``)
     group_of: dict[str, str] = field(default_factory=dict)
+    #: ``stability.json``: check -> its entry (status, figures, details); what the end-task
+    #: rules (significance, flip rate, recourse, Rashomon spread) read
+    checks: dict[str, Any] = field(default_factory=dict)
 
     def figure(self, name: str) -> float | None:
         key = _strip_prefix(name)
@@ -405,7 +487,8 @@ def facts_from_documents(summary: dict[str, Any], importance: dict[str, Any],
                  ranks=ranks, methods_ok=ok, features=features, status=status,
                  blockers=blockers, interactions=dict(interactions or {}),
                  interactions_listed=list(interaction_documents(summary).values()),
-                 group_of=_group_of(summary))
+                 group_of=_group_of(summary),
+                 checks=stability if isinstance(stability, dict) else {})
 
 
 def _group_of(summary: dict[str, Any]) -> dict[str, str]:
@@ -449,6 +532,11 @@ def check_features(policy: Policy, facts: Facts) -> None:
             spec = rule.forbid_interaction
             named = [("forbid_interaction.features", f) for f in spec.features]
             named += [("forbid_interaction.with", f) for f in spec.with_ or []]
+        elif rule.kind in ("require_significant", "forbid_significant", "max_rank_spread"):
+            spec = getattr(rule, rule.kind)
+            named = [(f"{rule.kind}.features", f) for f in spec.features or []]
+        elif rule.max_flip_rate is not None:
+            named = [("max_flip_rate.feature", rule.max_flip_rate.feature)]
         elif rule.metric is not None:
             parts = _strip_prefix(rule.metric).split("/")
             if len(parts) == 3 and parts[1] == "importance":
@@ -527,6 +615,10 @@ def _judge(rule: Rule, facts: Facts) -> dict[str, Any]:
                         f"none of {list(spec.features)} in the {label}")
     if rule.forbid_interaction is not None:
         return _judge_interaction(rule, facts)
+    if rule.kind in CHECK_RULES:
+        from mlflow_xai.end_task_rules import judge_end_task
+
+        return judge_end_task(rule, facts)
     if rule.require_methods is not None:
         missing = [m for m in rule.require_methods if m not in facts.methods_ok]
         return _outcome(name, "require_methods", ", ".join(rule.require_methods),
@@ -649,14 +741,22 @@ def _outcome(name: str, kind: str, figure: str, value: Any, bound: dict, ok: boo
             "verdict": "pass" if ok else "fail", "message": message}
 
 
-def methods_named(policy: Policy) -> tuple[list[str], list[str]]:
-    """(explainers, checks) the rules need: what ``--recompute`` runs by default."""
+def methods_named(policy: Policy) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """(explainers, checks with their parameters) the rules need: what ``--recompute`` runs by
+    default. The end-task checks get the features their rules name (the importance test at the
+    smallest alpha asked for); parameters only the policy's ``explain:`` can give (the
+    actionability metadata of ``responsiveness``) are not guessed."""
+    from mlflow_xai.end_task_rules import check_params_for
     from mlflow_xai.plugins import get_registry
 
     registry = get_registry()
     explainers: list[str] = []
     checks: list[str] = []
     for rule in policy.rules:
+        if rule.kind in CHECK_RULES:
+            checks.append(CHECK_RULES[rule.kind])
+        if rule.require_actionable_top_k is not None:
+            explainers.append(rule.require_actionable_top_k.method)
         if rule.forbid_top_k is not None:
             explainers.append(rule.forbid_top_k.method)
         if rule.require_methods is not None:
@@ -674,7 +774,8 @@ def methods_named(policy: Policy) -> tuple[list[str], list[str]]:
                                if p in registry.names("explainer")] if len(parts) > 1 else []
             elif parts[0] in registry.names("explainer"):
                 explainers.append(parts[0])
-    return list(dict.fromkeys(explainers)), list(dict.fromkeys(checks))
+    return (list(dict.fromkeys(explainers)),
+            {name: check_params_for(name, policy) for name in dict.fromkeys(checks)})
 
 
 def set_governance_tags(verdict: Literal["passed", "failed"] | str, *, run_id: str | None = None,
