@@ -329,7 +329,11 @@ def _show_image(ax: Any, image: np.ndarray) -> None:
 def check_plot(name: str, entry: dict, path: str) -> None:
     """One picture per check: curves, a method x method matrix, a cascade, or the figures as
     bars with their thresholds."""
+    from mlflow_xai.end_task_plots import end_task_plot
+
     details = entry.get("details") or {}
+    if end_task_plot(name, entry, path):
+        return
     if "curves" in details:
         _curves_plot(name, details["curves"], path)
     elif "rank_correlation_matrix" in details:

@@ -380,6 +380,8 @@ def _short_reason(name: str, reason: str | None) -> str:
 
 
 def _checks(checks: dict, root: Path) -> str:
+    from mlflow_xai.end_task_report import render_end_task
+
     parts = ["<h2>Checks</h2>"]
     for name, entry in checks.items():
         if entry["status"] == "skipped":  # listed under "Not applicable"
@@ -391,12 +393,19 @@ def _checks(checks: dict, root: Path) -> str:
             continue
         verdicts = entry.get("verdicts", {})
         thresholds = entry.get("thresholds", {})
+        section = render_end_task(name, entry)
+        if section is not None:
+            # A reviewer's table; figures with a verdict still get their rows below.
+            parts.append(section)
         rows = []
         for figure, value in entry["figures"].items():
+            if section is not None and figure not in verdicts:
+                continue
             verdict = verdicts.get(figure, "")
             rows.append([e(figure), e(fmt(value)), e(_bound(thresholds.get(figure) or {})),
                          f"<span class='{e(verdict)}'>{e(verdict)}</span>"])
-        parts.append(_table(["figure", "value", "threshold", "verdict"], rows))
+        if rows:
+            parts.append(_table(["figure", "value", "threshold", "verdict"], rows))
         matrix = (entry.get("details") or {}).get("rank_correlation_matrix")
         if matrix:
             methods = list(matrix)
