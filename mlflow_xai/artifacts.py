@@ -129,6 +129,14 @@ MAX_HEADLINE_METRICS = 30
 HEADLINE_FEATURES = 10
 #: Figures (those with a threshold or a verdict) per check.
 HEADLINE_FIGURES_PER_CHECK = 2
+#: The figures that answer an end-task check run without thresholds (a figure matches when it
+#: is the name or ends in "/<name>").
+END_TASK_HEADLINES = {
+    "importance_test": ("conditional/rejected_features", "marginal/rejected_features"),
+    "flip_test": ("flip_rate",),
+    "responsiveness": ("fixed_rate",),
+    "rashomon": ("max_rank_spread", "models_kept"),
+}
 #: Per selector, the first two of these it has.
 HEADLINE_SELECTION_FIGURES = ("kuncheva", "retrain_gain", "n_selected")
 
@@ -206,7 +214,7 @@ def headline_metrics(summary: dict[str, Any], importance: dict[str, Any],
         for figure in chosen:
             metrics[f"{p}selection.{name}.{figure}"] = figures[figure]
     for check in sorted(stability):
-        for figure, value in _headline_check_figures(stability[check], primary):
+        for figure, value in _headline_check_figures(check, stability[check], primary):
             metrics[f"{p}check.{check}.{figure.replace('/', '.')}"] = value
     method = primary_interaction_method(summary, interactions or {})
     if method is not None:
@@ -278,7 +286,8 @@ def strongest_pairs(doc: Any, k: int) -> list[tuple[str, str, float]]:
     return [(features[a[i]], features[b[i]], float(values[i])) for i in order]
 
 
-def _headline_check_figures(entry: Any, primary: str | None) -> list[tuple[str, float]]:
+def _headline_check_figures(check: str, entry: Any, primary: str | None
+                            ) -> list[tuple[str, float]]:
     """A check's headline figures: those with a threshold or a verdict, finite, the primary
     method's (``<primary>/...`` or a pair ``<a>__<b>/...`` naming it) first."""
     if not isinstance(entry, dict):
@@ -287,6 +296,10 @@ def _headline_check_figures(entry: Any, primary: str | None) -> list[tuple[str, 
     judged = set(entry.get("thresholds") or {}) | set(entry.get("verdicts") or {})
     chosen = [(str(f), float(v)) for f, v in figures.items() if f in judged and _finite(v)]
     chosen.sort(key=lambda fv: primary not in fv[0].split("/")[0].split("__"))
+    if not chosen:  # an end-task check run without thresholds: its answer, for the policy
+        chosen = [(str(f), float(v)) for f, v in figures.items() if _finite(v) and any(
+            str(f) == name or str(f).endswith("/" + name) for name in
+            END_TASK_HEADLINES.get(check, ()))]
     return chosen[:HEADLINE_FIGURES_PER_CHECK]
 
 
