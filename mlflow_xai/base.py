@@ -644,11 +644,11 @@ class Check(Method):
     def supports(self, ctx: CheckContext) -> str | None:
         return None
 
-    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int
-                             ) -> float | None:
-        """Model rows this check evaluates on ``n_rows`` explained rows with ``n_methods``
-        local explanations (for the planner's budget); None when it cannot say or calls no
-        model."""
+    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int,
+                             n_features: int | None = None) -> float | None:
+        """Model rows this check evaluates on ``n_rows`` explained rows of ``n_features``
+        columns with ``n_methods`` local explanations (for the planner's budget); None when it
+        cannot say or calls no model."""
         return None
 
     def run(self, ctx: CheckContext) -> CheckResult:

@@ -10,7 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from mlflow_xai.plots import MAX_FEATURES_SHOWN, _figure, _height, _save
+from mlflow_xai.canvas import MAX_FEATURES_SHOWN
+from mlflow_xai.canvas import bar_height as _height
+from mlflow_xai.canvas import new_figure as _figure
+from mlflow_xai.canvas import save_figure as _save
 
 _SIGNIFICANT, _QUIET, _MUTED = "#d62728", "#1f77b4", "#9a9a9a"
 

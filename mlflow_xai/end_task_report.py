@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mlflow_xai.report import e, fmt
+from mlflow_xai.text import e, fmt
 
 MAX_ROWS = 30
 
@@ -27,10 +27,10 @@ def _importance_test(d: Mapping[str, Any]) -> str:
     tests = [t for t in d.get("tests") or [] if t in ("marginal", "conditional")]
     features = d.get("features") or {}
     alpha = d.get("alpha")
-    lines = [f"<p>H0 per feature: <b>marginal</b> — the output is independent of the feature; "
+    lines = [(f"<p>H0 per feature: <b>marginal</b> — the output is independent of the feature; "
              f"<b>conditional</b> — independent given the other features (sampler: "
              f"{e(d.get('sampler'))}). Rejected at alpha = {e(fmt(alpha))}; "
-             f"{e(d.get('method'))} test, {e(d.get('rows_available'))} rows available.</p>"]
+             f"{e(d.get('method'))} test, {e(d.get('rows_available'))} rows available.</p>")]
     rows = []
     for feature, by_test in list(features.items())[:MAX_ROWS]:
         cells = [e(feature)]
@@ -60,11 +60,11 @@ def _flip_test(d: Mapping[str, Any]) -> str:
 
 
 def _responsiveness(d: Mapping[str, Any]) -> str:
-    parts = [f"<p>Target decision {e(d.get('target'))} ({e(d.get('decision'))}); "
+    parts = [(f"<p>Target decision {e(d.get('target'))} ({e(d.get('decision'))}); "
              f"{e(d.get('adverse_rows'))} of {e(d.get('rows'))} rows have another decision; "
              f"<b>{e(d.get('fixed_rows'))} fixed</b> (no actionable change reaches the target): "
              f"fixed rate {e(fmt(d.get('fixed_rate')))}. Immutable: "
-             f"{e(', '.join(map(str, d.get('immutable') or [])) or 'none')}.</p>"]
+             f"{e(', '.join(map(str, d.get('immutable') or [])) or 'none')}.</p>")]
     features = d.get("features") or {}
     ranked = sorted(features.items(), key=lambda fr: -(fr[1] or {}).get(
         "mean_responsiveness", 0.0) if isinstance((fr[1] or {}).get("mean_responsiveness"),
@@ -94,10 +94,10 @@ def _responsiveness(d: Mapping[str, Any]) -> str:
 def _rashomon(d: Mapping[str, Any]) -> str:
     eps = (f"loss <= best + {fmt(d['epsilon_absolute'])}" if d.get("epsilon_absolute")
            is not None else f"loss <= best x (1 + {fmt(d.get('epsilon'))})")
-    parts = [f"<p>{e(d.get('models_kept'))} of {e(d.get('models_fitted'))} refits kept "
+    parts = [(f"<p>{e(d.get('models_kept'))} of {e(d.get('models_fitted'))} refits kept "
              f"({e(eps)}; best {e(d.get('loss'))} {e(fmt(d.get('best_loss')))} on "
              f"{e(d.get('validation_rows'))} validation rows). Importance: "
-             f"{e(d.get('importance'))}.</p>"]
+             f"{e(d.get('importance'))}.</p>")]
     features = d.get("features") or {}
     ranked = sorted(features.items(), key=lambda fr: (fr[1] or {}).get("rank_min", 1e9))
     rows = [[e(f), e(f"{fmt(r.get('min'))} – {fmt(r.get('max'))}"), e(fmt(r.get("mean"))),

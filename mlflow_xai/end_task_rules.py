@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from mlflow_xai.governance import CHECK_RULES, Facts, Policy, Rule, _bound_text, _outcome
+#: Rule kind -> the check whose ``stability.json`` details it reads.
+CHECK_RULES = {"require_significant": "importance_test", "forbid_significant": "importance_test",
+               "max_flip_rate": "flip_test", "max_fixed_rate": "responsiveness",
+               "require_actionable_top_k": "responsiveness", "max_rank_spread": "rashomon"}
 
 #: How a check is named in ``checks=`` with the parameters a rule needs, for messages.
 _HOW_TO_RUN = {
@@ -23,18 +26,27 @@ _HOW_TO_RUN = {
 }
 
 
-def judge_end_task(rule: Rule, facts: Facts) -> dict[str, Any]:
-    """The outcome of one end-task rule (see :mod:`mlflow_xai.governance`)."""
-    kind = rule.kind
+def bound_text(value: float, bound: dict[str, float]) -> str:
+    """``0.3 (needs >= 0.5 and <= 1)``: a figure and the bound it is judged by."""
+    parts = []
+    if "min" in bound:
+        parts.append(f">= {bound['min']}")
+    if "max" in bound:
+        parts.append(f"<= {bound['max']}")
+    return f"{value:.4g} (needs {' and '.join(parts)})"
+
+
+def judge_end_task(kind: str, spec: Any, checks: dict[str, Any]
+                   ) -> tuple[str, Any, bool, str]:
+    """``(figure label, value, passed, message)`` of one end-task rule of ``kind`` with its
+    ``spec`` (see :mod:`mlflow_xai.governance`), judged on ``checks`` (``stability.json``)."""
     check = CHECK_RULES[kind]
-    spec = getattr(rule, kind)
-    bound = spec.model_dump(exclude_none=True)
     label = _LABELS[kind](spec)
 
-    def fail(message: str, value: Any = None) -> dict[str, Any]:
-        return _outcome(rule.name, kind, label, value, bound, False, message)
+    def fail(message: str, value: Any = None) -> tuple[str, Any, bool, str]:
+        return label, value, False, message
 
-    entry = facts.checks.get(check)
+    entry = checks.get(check)
     if not isinstance(entry, dict):
         return fail(f"the {check} check did not run, so there is nothing to judge: add it "
                     f"({_HOW_TO_RUN[check]})")
@@ -49,7 +61,7 @@ def judge_end_task(rule: Rule, facts: Facts) -> dict[str, Any]:
         ok, value, message = _JUDGES[kind](spec, details)
     except _Unjudgeable as exc:
         return fail(str(exc))
-    return _outcome(rule.name, kind, label, value, bound, ok, message)
+    return label, value, ok, message
 
 
 class _Unjudgeable(Exception):
@@ -151,7 +163,7 @@ def _judge_max_flip_rate(spec: Any, details: dict[str, Any]) -> tuple[bool, Any,
                                                f"'{spec.feature}'")
         what = (f"upper {_confidence(details)} bound of the flip rate (estimate "
                 f"{rate:.3g} on {rows} rows)")
-    return value <= spec.max, value, f"{what}: {_bound_text(value, {'max': spec.max})}"
+    return value <= spec.max, value, f"{what}: {bound_text(value, {'max': spec.max})}"
 
 
 def _confidence(details: dict[str, Any]) -> str:
@@ -167,7 +179,7 @@ def _judge_max_fixed_rate(spec: Any, details: dict[str, Any]) -> tuple[bool, Any
                            "adverse decisions")
     rate = _number(details.get("fixed_rate"), "the fixed-prediction rate")
     return rate <= spec.max, rate, (f"{details.get('fixed_rows')} of {adverse} adverse "
-                                    f"decisions fixed: {_bound_text(rate, {'max': spec.max})}")
+                                    f"decisions fixed: {bound_text(rate, {'max': spec.max})}")
 
 
 def _judge_actionable_top_k(spec: Any, details: dict[str, Any]) -> tuple[bool, Any, str]:
@@ -189,7 +201,7 @@ def _judge_actionable_top_k(spec: Any, details: dict[str, Any]) -> tuple[bool, A
             if worst else "")
     return share >= spec.min_share, share, (
         f"share of adverse rows whose top {spec.k} {spec.method} reasons are all actionable: "
-        f"{_bound_text(share, {'min': spec.min_share})}{note}")
+        f"{bound_text(share, {'min': spec.min_share})}{note}")
 
 
 def _judge_max_rank_spread(spec: Any, details: dict[str, Any]) -> tuple[bool, Any, str]:
@@ -245,9 +257,10 @@ _LABELS = {
 }
 
 
-def check_params_for(check: str, policy: Policy) -> dict[str, Any]:
-    """The parameters ``--recompute`` runs ``check`` with, from the rules that read it."""
-    rules = [r for r in policy.rules if CHECK_RULES.get(r.kind) == check]
+def check_params_for(check: str, rules: list[Any]) -> dict[str, Any]:
+    """The parameters ``--recompute`` runs ``check`` with, from the policy's rules (those that
+    read it)."""
+    rules = [r for r in rules if CHECK_RULES.get(r.kind) == check]
     if check == "importance_test":
         specs = [getattr(r, r.kind) for r in rules]
         tests = sorted({t for s in specs for t in _tests_of(s.test)})

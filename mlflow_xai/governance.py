@@ -66,15 +66,12 @@ from pydantic import (
     model_validator,
 )
 
+from mlflow_xai.end_task_rules import CHECK_RULES, bound_text, check_params_for, judge_end_task
 from mlflow_xai.errors import ConfigError
 
 RULE_KINDS = ("metric", "forbid_top_k", "require_methods", "max_disagreement",
               "forbid_interaction", "require_significant", "forbid_significant",
               "max_flip_rate", "max_fixed_rate", "require_actionable_top_k", "max_rank_spread")
-#: Rule kind -> the check whose ``stability.json`` details it reads.
-CHECK_RULES = {"require_significant": "importance_test", "forbid_significant": "importance_test",
-               "max_flip_rate": "flip_test", "max_fixed_rate": "responsiveness",
-               "require_actionable_top_k": "responsiveness", "max_rank_spread": "rashomon"}
 #: Figures every explainer that ran ``ok`` has (``<method>/<figure>``).
 METHOD_FIGURES = ("seconds", "model_evals", "efficiency_gap", "importance")
 #: Figures of the whole explanation.
@@ -590,7 +587,7 @@ def _judge(rule: Rule, facts: Facts) -> dict[str, Any]:
         ok = ("min" not in bound or value >= bound["min"]) and (
             "max" not in bound or value <= bound["max"])
         return _outcome(name, "metric", rule.metric, value, bound, ok,
-                        _bound_text(value, bound))
+                        bound_text(value, bound))
     if rule.forbid_top_k is not None:
         spec = rule.forbid_top_k
         ranks = facts.ranks.get(spec.method)
@@ -616,9 +613,10 @@ def _judge(rule: Rule, facts: Facts) -> dict[str, Any]:
     if rule.forbid_interaction is not None:
         return _judge_interaction(rule, facts)
     if rule.kind in CHECK_RULES:
-        from mlflow_xai.end_task_rules import judge_end_task
-
-        return judge_end_task(rule, facts)
+        spec = getattr(rule, rule.kind)
+        label, value, ok, message = judge_end_task(rule.kind, spec, facts.checks)
+        return _outcome(name, rule.kind, label, value, spec.model_dump(exclude_none=True), ok,
+                        message)
     if rule.require_methods is not None:
         missing = [m for m in rule.require_methods if m not in facts.methods_ok]
         return _outcome(name, "require_methods", ", ".join(rule.require_methods),
@@ -638,7 +636,7 @@ def _judge(rule: Rule, facts: Facts) -> dict[str, Any]:
                         "check?)")
     disagreement = 1.0 - value
     return _outcome(name, "max_disagreement", label, disagreement, {"max": spec.max},
-                    disagreement <= spec.max, _bound_text(disagreement, {"max": spec.max}))
+                    disagreement <= spec.max, bound_text(disagreement, {"max": spec.max}))
 
 
 def _judge_interaction(rule: Rule, facts: Facts) -> dict[str, Any]:
@@ -699,7 +697,7 @@ def _judge_interaction(rule: Rule, facts: Facts) -> dict[str, Any]:
         message = (f"{_names_short([f'{a} × {b} ({v:.4g})' for (a, b), v in over])} above "
                    f"max {spec.max}" if over else
                    f"strongest forbidden pair {worst[0]} × {worst[1]}: "
-                   f"{_bound_text(value, {'max': spec.max})}")
+                   f"{bound_text(value, {'max': spec.max})}")
         return _outcome(rule.name, "forbid_interaction", f"{label} ({method})", value, bound,
                         not over, message)
     i, j = np.triu_indices(len(features), k=1)
@@ -726,15 +724,6 @@ def _names_short(items: list[str], limit: int = 5) -> str:
                                        if len(items) > limit else "")
 
 
-def _bound_text(value: float, bound: dict[str, float]) -> str:
-    parts = []
-    if "min" in bound:
-        parts.append(f">= {bound['min']}")
-    if "max" in bound:
-        parts.append(f"<= {bound['max']}")
-    return f"{value:.4g} (needs {' and '.join(parts)})"
-
-
 def _outcome(name: str, kind: str, figure: str, value: Any, bound: dict, ok: bool,
              message: str) -> dict[str, Any]:
     return {"name": name, "kind": kind, "figure": figure, "value": value, "bound": bound,
@@ -746,7 +735,6 @@ def methods_named(policy: Policy) -> tuple[list[str], dict[str, dict[str, Any]]]
     default. The end-task checks get the features their rules name (the importance test at the
     smallest alpha asked for); parameters only the policy's ``explain:`` can give (the
     actionability metadata of ``responsiveness``) are not guessed."""
-    from mlflow_xai.end_task_rules import check_params_for
     from mlflow_xai.plugins import get_registry
 
     registry = get_registry()
@@ -775,7 +763,7 @@ def methods_named(policy: Policy) -> tuple[list[str], dict[str, dict[str, Any]]]
             elif parts[0] in registry.names("explainer"):
                 explainers.append(parts[0])
     return (list(dict.fromkeys(explainers)),
-            {name: check_params_for(name, policy) for name in dict.fromkeys(checks)})
+            {name: check_params_for(name, policy.rules) for name in dict.fromkeys(checks)})
 
 
 def set_governance_tags(verdict: Literal["passed", "failed"] | str, *, run_id: str | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import platform
 import threading
@@ -210,8 +211,8 @@ def _run(model: Any, data: Any, config: XaiConfig) -> Explanations:
     if wants_plan(config):
         plan = make_plan(config=config, registry=registry, prepared=prepared, adapter=adapter,
                          counter=counter, device=device, output_index=outputs.groups[0][1],
-                         check_rows_per_row=_check_cost_per_row(requested_checks, registry,
-                                                                len(prepared.X)),
+                         check_rows_per_row=_check_cost_per_row(
+                             requested_checks, registry, len(prepared.X), prepared.X.shape[1]),
                          groups=feature_groups)
         feature_groups = plan.groups
         prepared, outputs = _apply_plan(plan, prepared, outputs, adapter, config)
@@ -409,15 +410,18 @@ def _applicable_count(methods: dict[str, dict[str, Any]], registry: Any,
                applicability(methods, registry, task, feature_groups).values())
 
 
-def _check_cost_per_row(checks: dict[str, dict[str, Any]], registry: Any, n_rows: int
-                        ) -> float:
+def _check_cost_per_row(checks: dict[str, dict[str, Any]], registry: Any, n_rows: int,
+                        n_features: int | None = None) -> float:
     """Model rows per explained row the checks will evaluate (one local method assumed)."""
     total = 0.0
     for name, params in checks.items():
         check = registry.get(name, "check").cls(**params)
+        sizes: dict[str, Any] = {"n_rows": max(n_rows, 1), "n_methods": 1}
+        # n_features came later: a third-party check written before it still gets its say.
+        if "n_features" in inspect.signature(check.estimated_model_rows).parameters:
+            sizes["n_features"] = n_features
         try:
-            rows = check.estimated_model_rows(check.validate_params(), n_rows=max(n_rows, 1),
-                                              n_methods=1)
+            rows = check.estimated_model_rows(check.validate_params(), **sizes)
         except Exception:
             rows = None
         total += (rows or 0.0) / max(n_rows, 1)

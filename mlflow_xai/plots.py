@@ -15,36 +15,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mlflow_xai.report import fmt
+from mlflow_xai.canvas import MAX_FEATURES_SHOWN
+from mlflow_xai.canvas import bar_height as _height
+from mlflow_xai.canvas import new_figure as _figure
+from mlflow_xai.canvas import save_figure as _save
+from mlflow_xai.end_task_plots import end_task_plot
+from mlflow_xai.text import fmt
 from mlflow_xai.units import MARGIN, MODEL_OUTPUT, PROBABILITY
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-MAX_FEATURES_SHOWN = 20
 #: Units that are a scale of the model's output; the others name a quantity of their own
 #: ("loss increase", "surrogate weight", ...) and are their own label.
 OUTPUT_UNITS = frozenset({PROBABILITY, MARGIN, MODEL_OUTPUT})
-
-
-def _figure(height: float, width: float = 8.0, *, constrained: bool = False) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100,
-                 layout="constrained" if constrained else None)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: str) -> None:
-    if fig.get_layout_engine() is None:
-        fig.tight_layout()
-    fig.savefig(path)
-
-
-def _height(n_features: int) -> float:
-    return max(2.5, 0.5 + 0.32 * n_features)
 
 
 def attribution_label(unit: str, *, shapley: bool = False) -> str:
@@ -329,8 +313,6 @@ def _show_image(ax: Any, image: np.ndarray) -> None:
 def check_plot(name: str, entry: dict, path: str) -> None:
     """One picture per check: curves, a method x method matrix, a cascade, or the figures as
     bars with their thresholds."""
-    from mlflow_xai.end_task_plots import end_task_plot
-
     details = entry.get("details") or {}
     if end_task_plot(name, entry, path):
         return

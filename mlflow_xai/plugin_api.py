@@ -27,6 +27,7 @@ name                   what it is
 ``call_batched``       a tensor function over slices of rows, halving the slice on out-of-memory
 ``coalition_values``   mean model output over the background for every (row, coalition) mask
 ``method_class``       the registered class of a method by name (e.g. an explainer to drive RFE)
+``feature_metric_names`` feature -> its segment in metric names (per-feature figure names)
 =====================  ===========================================================================
 
 Importing this module is cheap: torch, mlflow and the method libraries load only when used.
@@ -50,6 +51,7 @@ from mlflow_xai.base import (
 from mlflow_xai.engine import as_tensor, call_batched, coalition_values
 from mlflow_xai.errors import ConfigError, XaiError
 from mlflow_xai.hookspecs import hookimpl
+from mlflow_xai.metric_names import feature_metric_names
 from mlflow_xai.standard_errors import importance_standard_errors
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "call_batched",
     "choose_subset",
     "coalition_values",
+    "feature_metric_names",
     "hookimpl",
     "importance_standard_errors",
     "method_class",

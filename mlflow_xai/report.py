@@ -8,13 +8,12 @@ user-controlled string is escaped; every number is shown to 3 significant digits
 from __future__ import annotations
 
 import base64
-import html
-import math
-import numbers
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlflow_xai.end_task_report import render_end_task
+from mlflow_xai.text import e, fmt
 from mlflow_xai.units import group_by_unit
 
 TOP_K = 10
@@ -45,37 +44,6 @@ _HEAD = ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
 _BADGE = {OK: "ok", WARNINGS: "warnings", FAILED: "failed"}
 
 
-def e(value: Any) -> str:
-    """Escape anything for HTML text or attribute context."""
-    return html.escape(str(value), quote=True)
-
-
-def fmt(x: Any) -> str:
-    """A number as the report shows it: 3 significant digits, no float noise.
-
-    Integers (counts: rows, model evaluations) are exact. Floats from 0.001 to 100000 are
-    positional ("0.00123", "12.3", "12300"); outside that range Python's ``.3g`` (scientific,
-    "3.15e-16", "1.23e+05"; positional down to 1e-4).
-    Tiny values are *not* shown as "0" or "≈0": a number has no scale of its own here, and the
-    magnitude is the information (an efficiency gap of 2.22e-16 says "exact up to float
-    rounding", one of 1e-03 says "approximate"). Anything else is ``str(x)``; None is "-".
-    """
-    if x is None:
-        return "-"
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        return str(x)
-    if isinstance(x, numbers.Integral):
-        return str(int(x))
-    x = float(x)
-    if not math.isfinite(x):
-        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if x == 0:
-        return "0"
-    if not 1e-3 <= abs(x) < 1e5:
-        return f"{x:.3g}"
-    decimals = 2 - math.floor(math.log10(abs(x)))
-    text = f"{round(x, decimals):.{max(decimals, 0)}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def headline(summary: Mapping[str, Any], checks: Mapping[str, Any] | None = None) -> str:
@@ -380,8 +348,6 @@ def _short_reason(name: str, reason: str | None) -> str:
 
 
 def _checks(checks: dict, root: Path) -> str:
-    from mlflow_xai.end_task_report import render_end_task
-
     parts = ["<h2>Checks</h2>"]
     for name, entry in checks.items():
         if entry["status"] == "skipped":  # listed under "Not applicable"

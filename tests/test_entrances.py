@@ -44,21 +44,23 @@ def _log_plain(X, model, data_path=None):
     return run.info.run_id, info
 
 
-def _record_everywhere(explainer: str, X, y, model, tmp_path, monkeypatch, experiment
-                       ) -> tuple[dict[str, dict], str]:
+def _record_everywhere(explainer: str, X, y, model, tmp_path, monkeypatch, experiment,
+                       checks: dict | None = None) -> tuple[dict[str, dict], str]:
     """``explainer`` on ``model`` through autolog, the evaluator, the CLI and the watcher:
-    (entrance -> what it recorded, the URI of a logged copy of the model)."""
+    (entrance -> what it recorded, the URI of a logged copy of the model). With ``checks``
+    (name -> parameters) those checks run too, each entrance given the targets."""
     import mlflow
+    import yaml
 
     import mlflow_xai
     from mlflow_xai.cli import cli
     from mlflow_xai.watch import WatchConfig, Watcher
 
-    options = {**OPTIONS, "explainers": [explainer]}
+    options = {**OPTIONS, "explainers": [explainer], "checks": checks or []}
     recorded = {}
 
     # autolog
-    mlflow_xai.autolog(data=X, **options)
+    mlflow_xai.autolog(data=X, targets=y.to_numpy() if checks else None, **options)
     try:
         run_id, _ = _log_plain(X, model)
     finally:
@@ -73,24 +75,31 @@ def _record_everywhere(explainer: str, X, y, model, tmp_path, monkeypatch, exper
                                evaluator_config={"xai": options})
     recorded["evaluate"] = _recorded(run.info.run_id)
 
-    # the CLI
+    # the CLI (checks with parameters come from a --config file, as in production)
     data = tmp_path / "eval.parquet"
-    X.to_parquet(data)
+    (X.assign(label=y.to_numpy()) if checks else X).to_parquet(data)
     with mlflow.start_run() as run:
         pass
+    extra = ["--checks", "none"]
+    if checks:
+        cli_config = tmp_path / "explain.yaml"
+        cli_config.write_text(yaml.safe_dump({"checks": checks, "targets": "label"}))
+        extra = ["--config", str(cli_config)]
     result = CliRunner().invoke(cli, ["explain", "--model-uri", info.model_uri, "--data",
-                                      str(data), "--explainer", explainer, "--checks",
-                                      "none", "--max-rows",
-                                      "40", "--background-rows", "20", "--run-id",
-                                      run.info.run_id])
+                                      str(data), "--explainer", explainer, *extra,
+                                      "--max-rows", "40", "--background-rows", "20",
+                                      "--run-id", run.info.run_id])
     assert result.exit_code == 0, result.output
     recorded["cli"] = _recorded(run.info.run_id)
 
     # the watch service (in process, on the same store)
     config = tmp_path / "watch.yaml"
-    config.write_text(f"explainers: [{explainer}]\nchecks: []\nmax_rows: 40\n"
-                      f"background_rows: 20\nallowed_sources: [{tmp_path}]\n")
-    watched_run, watched = _log_plain(X, model, data_path=data)
+    config.write_text(yaml.safe_dump({
+        "explainers": [explainer], "checks": checks or [], "max_rows": 40,
+        "background_rows": 20, "allowed_sources": [str(tmp_path)],
+        **({"targets": "label"} if checks else {})}))
+    watched_run, watched = _log_plain(X.assign(label=y.to_numpy()) if checks else X, model,
+                                      data_path=data)
     previous = mlflow.get_tracking_uri()
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT"):
@@ -145,6 +154,48 @@ def test_interactions_through_every_entrance(experiment, cancer_small, logreg, t
                  "xai/interactions/shapley_interactions_matrix.json",
                  "xai/plots/shapley_interactions_interactions.png"):
         assert path in reference["artifacts"], reference["artifacts"]
+
+
+#: The four end-task checks, sized for 40 rows (their figures are tested in their own files).
+END_TASK_CHECKS = {
+    "importance_test": {"features": ["mean radius", "worst symmetry"], "n_permutations": 49},
+    "flip_test": {"features": ["mean texture"], "shift": {"mean texture": 5.0}},
+    "responsiveness": {"immutable": ["mean radius"], "n_grid": 5, "n_joint": 10, "top_k": 2},
+    "rashomon": {"n_models": 4, "n_repeats": 1},
+}
+
+
+@pytest.mark.slow
+def test_end_task_checks_through_every_entrance(experiment, cancer_small, logreg, tmp_path,
+                                                monkeypatch):
+    """importance_test, flip_test, responsiveness and rashomon, with their parameters, run
+    through autolog, the evaluator, the CLI (--config) and the watcher and record the same
+    documents, plots and metrics."""
+    import json
+
+    import mlflow
+
+    X, y = cancer_small
+    recorded, _ = _record_everywhere("kernel_shap", X, y, logreg, tmp_path, monkeypatch,
+                                     experiment, checks=END_TASK_CHECKS)
+    reference = _assert_same(recorded, {"autolog", "evaluate", "cli", "watch"})
+    for name in END_TASK_CHECKS:
+        assert f"xai/plots/check_{name}.png" in reference["artifacts"]
+    runs = mlflow.search_runs(experiment_ids=[experiment], output_format="list")
+    checked = 0
+    for run in runs:
+        if run.data.tags.get("mlflow_xai.source") not in ("autolog", "evaluate", "cli", "watch"):
+            continue
+        stability = json.loads(mlflow.artifacts.load_text(
+            f"{run.info.artifact_uri}/xai/stability.json"))
+        for name in END_TASK_CHECKS:
+            assert stability[name]["status"] == "ok", (name, stability[name])
+        assert set(stability["importance_test"]["details"]["features"]) == {
+            "mean radius", "worst symmetry"}
+        assert stability["rashomon"]["details"]["models_fitted"] == 4
+        checked += 1
+    assert checked == 4
+    assert "xai.check.responsiveness.fixed_rate" in reference["metrics"]
 
 
 def _distributed(model_uri: str, X) -> dict:

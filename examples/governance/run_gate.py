@@ -1,11 +1,14 @@
-"""Governance example: log a fair and a biased credit model, then gate both with a policy.
+"""Governance example: log a fair and a biased credit model, then gate both with a lending policy.
 
 Run from the repository root:  python examples/governance/run_gate.py
-Both models see the same applicant features, including ``sex`` and ``age``. The fair model is
-trained on labels that depend on income, debt and history only; the biased one on historical
-labels that also penalise one sex, so it learns to lean on ``sex``. ``mlflow-xai check`` then
-passes the first run and fails the second (exit codes 0 and 1), and tags both runs, their
-LoggedModels and the registered model versions with the verdict.
+Both models take the same applicant features, including ``sex`` and ``age``. The fair model
+reads only the financial columns and is trained on labels that depend on income, debt and
+history; the biased one reads every column and is trained on historical labels that also
+penalise one sex, so it leans on ``sex``. Autolog explains each model and runs the end-task
+checks the policy reads (importance_test, flip_test, responsiveness with the lending
+actionability metadata, rashomon); ``mlflow-xai check`` then passes the first run and fails
+the second (exit codes 0 and 1), and tags both runs, their LoggedModels and the registered
+model versions with the verdict.
 Uses an embedded store (sqlite:///mlruns.db); no server, no download.
 """
 
@@ -20,6 +23,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -28,6 +32,19 @@ import mlflow_xai
 
 POLICY = Path(__file__).with_name("policy.yaml")
 FAST = {"kernel_shap": {"n_samples": 256}, "permutation_shap": {"n_samples": 256}}
+FINANCIAL = ["income", "debt_ratio", "years_employed", "late_payments", "credit_lines"]
+#: The checks the policy reads, with the lending actionability metadata: an applicant cannot
+#: change their sex, age or payment history; income and employment can only grow, debt only
+#: shrink.
+CHECKS = {
+    "completeness": {}, "agreement": {},
+    "importance_test": {"features": ["income", "debt_ratio", "sex"]},
+    "flip_test": {"features": ["sex"]},
+    "responsiveness": {"immutable": ["sex", "age", "late_payments"],
+                       "monotone": {"income": 1, "years_employed": 1, "debt_ratio": -1},
+                       "top_k": 2},
+    "rashomon": {"n_models": 20},
+}
 
 
 def applicants(n: int, seed: int = 0) -> pd.DataFrame:
@@ -64,14 +81,19 @@ def main() -> int:
 
     X = applicants(2000)
     X_train, X_eval = X.iloc[:1500], X.iloc[1500:]
-    mlflow_xai.autolog(data=X_eval, explainers=FAST, max_rows=200,
-                       background=X_train.sample(50, random_state=0), policy=str(POLICY))
 
     runs = {}
     for name, biased in (("fair", False), ("biased", True)):
         y = labels(X, biased=biased)
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        # The fair model reads only the financial columns (the others pass through unused).
+        columns = list(X.columns) if biased else FINANCIAL
+        model = make_pipeline(ColumnTransformer([("scale", StandardScaler(), columns)]),
+                              LogisticRegression(max_iter=1000))
         model.fit(X_train, y[:1500])
+        # Targets: the Rashomon check refits the model on the explained rows.
+        mlflow_xai.autolog(data=X_eval, targets=y[1500:], explainers=FAST, checks=CHECKS,
+                           max_rows=300, background=X_train.sample(50, random_state=0),
+                           policy=str(POLICY))
         with mlflow.start_run(run_name=f"credit-{name}") as run:
             mlflow.log_metric("eval_accuracy", model.score(X_eval, y[1500:]))
             mlflow.sklearn.log_model(model, name="model", input_example=X_eval.head(3),

@@ -65,8 +65,8 @@ class DeletionInsertion(Check):
     param_types: ClassVar[dict[str, str]] = {"steps": "int >= 1", "n_random": "int >= 1",
                                          "max_rows": "int >= 1", "min_gain": "float"}
 
-    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int
-                             ) -> float | None:
+    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int,
+                             n_features: int | None = None) -> float | None:
         rows = min(n_rows, int(params["max_rows"]))
         return 2.0 * (params["steps"] + 1) * (n_methods + params["n_random"]) * rows
 
@@ -131,8 +131,8 @@ class Infidelity(Check):
     param_types: ClassVar[dict[str, str]] = {"n_perturbations": "int >= 1",
                                          "subset_fraction": "float in (0, 1]"}
 
-    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int
-                             ) -> float | None:
+    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int,
+                             n_features: int | None = None) -> float | None:
         return float(params["n_perturbations"]) * n_rows
 
     def run(self, ctx: CheckContext) -> CheckResult:
@@ -183,8 +183,8 @@ class FaithfulnessCorrelation(Check):
     defaults: ClassVar[dict[str, Any]] = {"n_subsets": 30, "subset_fraction": 0.25}
     param_types: ClassVar[dict[str, str]] = {"n_subsets": "int >= 2", "subset_fraction": "float in (0, 1]"}
 
-    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int
-                             ) -> float | None:
+    def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int,
+                             n_features: int | None = None) -> float | None:
         return float(params["n_subsets"]) * n_rows
 
     def run(self, ctx: CheckContext) -> CheckResult:

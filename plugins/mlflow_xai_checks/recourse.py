@@ -44,18 +44,19 @@ bounds). ``R_j(x)`` = share of the reachable points where the decision equals ``
 mutable feature independently kept, with probability 1/2, or moved to a uniform point of its
 reachable set) reaches the target. Reasons: for each local explanation, the top-k features by
 |attribution| of each adverse row; ``actionable_top_<k>_share`` is the share of adverse rows
-whose top k features all have R > 0, and ``non_actionable_reasons`` counts, per feature, the
-adverse rows whose top ``top_k`` hold it while its R = 0. Cost: ``rows`` + ``adverse rows x
-sum_j |reachable set|`` + ``n_joint`` per row whose every R_j is 0 (at most ``rows x (1 +
-sum_j |reachable set| + n_joint)``), one ``predict_full`` call per feature plus one for the
-joint actions.
+whose top k features (by |attribution|, ignoring negligible ones) all have R > 0, and
+``non_actionable_reasons`` counts, per feature, the adverse rows whose top ``top_k`` hold it
+while its R = 0. Cost: ``rows`` + ``adverse rows x sum_j |reachable set|`` + ``n_joint``
+per row whose every R_j is 0 (at most ``rows x (1 + sum_j |reachable set| + n_joint)``), one
+``predict_full`` call per feature plus one for the joint actions.
 
 Limits: single-feature reachable sets on a quantile grid (not reachml's exact enumeration of
 joint discrete actions), so a row that only a coordinated change of several features rescues
 is found by the ``n_joint`` random joint actions or not at all (a fixed prediction is "no
 rescue found", not a proof); no causal effects between features (moving one feature leaves
 the others as they are); the reasons part needs attributions over the data's own columns (not
-grouped runs) and ranks by |attribution| including zero attributions.
+grouped runs); a feature whose |attribution| is at most 1e-8 of the row's largest is no
+reason (so a row may have fewer than k reasons, all of which must be actionable).
 """
 
 from __future__ import annotations
@@ -67,9 +68,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-# feature_metric_names is not (yet) in plugin_api.__all__; see the report of issue 14.
-from mlflow_xai.metric_names import feature_metric_names
-from mlflow_xai.plugin_api import Check, CheckContext, CheckResult, ConfigError
+from mlflow_xai.plugin_api import (
+    Check,
+    CheckContext,
+    CheckResult,
+    ConfigError,
+    feature_metric_names,
+)
 
 #: The parameters both checks share: how a row's output becomes a decision.
 DECISION_DEFAULTS: dict[str, Any] = {"threshold": None, "positive_class": None}
@@ -496,18 +501,23 @@ def reachable_mask(x: np.ndarray, grid: np.ndarray, direction: int = 0) -> np.nd
     return np.where(missing, True, allowed)
 
 
-def top_k_actionable(values: np.ndarray, responsive: np.ndarray, top_k: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def top_k_actionable(values: np.ndarray, responsive: np.ndarray, top_k: int,
+                     negligible: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
     """``(share[k-1] for k = 1..top_k, non-actionable counts per feature)``: the share of rows
     whose top k features by |value| all have ``responsive`` True, and per feature the rows
-    whose top ``top_k`` hold it while it is not responsive."""
+    whose top ``top_k`` hold it while it is not responsive. A feature whose |value| is at most
+    ``negligible`` times the row's largest is no reason (e.g. a feature the model ignores),
+    so it never makes a row's reasons non-actionable."""
     n, d = values.shape
     top_k = max(1, min(int(top_k), d))
-    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :top_k]
-    ok = np.take_along_axis(responsive, order, axis=1)  # (n, top_k)
-    shares = (np.cumprod(ok, axis=1).mean(axis=0) if n else np.ones(top_k))
+    magnitude = np.abs(values)
+    order = np.argsort(-magnitude, axis=1, kind="stable")[:, :top_k]
+    largest = magnitude.max(axis=1, initial=0.0)[:, None]
+    reason = np.take_along_axis(magnitude, order, axis=1) > negligible * largest
+    blocked = reason & ~np.take_along_axis(responsive, order, axis=1)  # (n, top_k)
+    shares = (np.cumprod(~blocked, axis=1).mean(axis=0) if n else np.ones(top_k))
     counts = np.zeros(d, dtype=int)
-    np.add.at(counts, order[~ok], 1)
+    np.add.at(counts, order[blocked], 1)
     return shares.astype(float), counts
 
 
@@ -539,8 +549,7 @@ class Responsiveness(Check):
 
     def estimated_model_rows(self, params: dict[str, Any], *, n_rows: int, n_methods: int,
                              n_features: int | None = None) -> float | None:
-        # The planner does not pass the number of features yet: without it, no estimate.
-        if n_features is None:
+        if n_features is None:  # a caller that does not say: no estimate
             return None
         mutable = max(0, n_features - len(params.get("immutable") or []))
         return float(n_rows * (1 + mutable * (params.get("n_grid", 20) + 2)
@@ -606,7 +615,7 @@ class Responsiveness(Check):
             features[feature] = {"mean_responsiveness": _float(mean_r),
                                  "responsive_share": _float(share),
                                  "actionable": actionable[j],
-                                 "reachable_points": int(len(grids[j]))
+                                 "reachable_points": len(grids[j])
                                  if j not in action.immutable else 0}
         top_k = min(params["top_k"], d)
         details: dict[str, Any] = {
