@@ -523,10 +523,12 @@ def _run_checks(results: dict[str, Attribution], methods: dict[str, dict[str, An
                 counter: CountingPredict, config: XaiConfig, device: str,
                 row_outputs: np.ndarray, f_x: np.ndarray, bar: Any,
                 feature_groups: FeatureGroups | None = None) -> dict[str, dict[str, Any]]:
-    """The checks of the explanations (none when no explainer produced a result). With
-    ``feature_groups`` they see the groups as the features (see :func:`_grouped_context`)."""
-    if not results:
-        return {}
+    """The requested checks. With no explanation (no explainer ran or none produced a result)
+    only the checks that query the model alone can say something (the end-task checks); the
+    others skip themselves. With ``feature_groups`` they see the groups as the features (see
+    :func:`_grouped_context`)."""
+    if not results and (config.checks is None or not checks_to_run(config, registry)):
+        return {}  # the default checks are about explanations: none to check
     ctx = build_context(registry=registry, methods=methods, results=results, adapter=adapter,
                         prepared=prepared, counter=counter,
                         counter_for=lambda other: CountingPredict(other, prepared),

@@ -23,6 +23,7 @@ name                   what it is
 ``CheckResult``        what a check returns
 ``XaiError``           base of mlflow-xai's errors
 ``ConfigError``        a bad parameter or option (raise it from parameter validation)
+``InvalidInputError``  data or targets that cannot be used as given (say which and what to pass)
 ``as_tensor``          ndarray -> float64 tensor on a device
 ``call_batched``       a tensor function over slices of rows, halving the slice on out-of-memory
 ``coalition_values``   mean model output over the background for every (row, coalition) mask
@@ -49,7 +50,7 @@ from mlflow_xai.base import (
     choose_subset,
 )
 from mlflow_xai.engine import as_tensor, call_batched, coalition_values
-from mlflow_xai.errors import ConfigError, XaiError
+from mlflow_xai.errors import ConfigError, InvalidInputError, XaiError
 from mlflow_xai.hookspecs import hookimpl
 from mlflow_xai.metric_names import feature_metric_names
 from mlflow_xai.standard_errors import importance_standard_errors
@@ -63,6 +64,7 @@ __all__ = [
     "ConfigError",
     "ExplainTask",
     "Explainer",
+    "InvalidInputError",
     "Selection",
     "Selector",
     "XaiError",

@@ -52,11 +52,14 @@ capped at ``max_rows`` rows (a seeded sample). A fixed split, reproducible from 
    (``details["logged_model"]``); it is *not* part of the set (it may have been trained on the
    validation rows, so its loss is not comparable to the refits').
 
-Cost: model rows = n_val x [(n_models + 1) x (1 + n_repeats x d) + (kept + 1) x n_repeats x
-pairs], plus the training time of ``n_models`` fits (usually the larger part). Permuted copies
-are stacked into a few large predict calls per fit.
+Cost: model rows = n_val x [(fitted + 1) x (1 + n_repeats x d) + (kept + 1) x n_repeats x
+pairs] (the + 1: the explained model, for reference; classifiers add one probe row), plus the
+training time of ``n_models`` fits (usually the larger part). Permuted copies are stacked into
+a few large predict calls per fit (at most :data:`MAX_CELLS_PER_CALL` cells each).
 
-Limits: the set is an approximation (refits of one model class on bootstrap resamples, not the
+Limits: the refits train on the rows the run explains (``explain``'s ``max_rows``, 1000 by
+default), not on the model's own training set, so they are usually fitted on less data than the
+explained model; pass more rows for a closer set. The set is an approximation (refits of one model class on bootstrap resamples, not the
 paper's search over weight perturbations): it can only show the spread that class's training
 randomness produces, and with a deterministic model class on little data the bootstrap is the
 only source. Model reliance on permuted columns evaluates the model off the data manifold when
@@ -67,16 +70,20 @@ of 0 keeps only perfect fits (use ``epsilon_absolute``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from itertools import combinations
 from typing import Any, ClassVar
 
 import numpy as np
 
-from mlflow_xai.errors import InvalidInputError
-from mlflow_xai.metric_names import feature_metric_names
-from mlflow_xai.plugin_api import Check, CheckContext, CheckResult, ConfigError
+from mlflow_xai.plugin_api import (
+    Check,
+    CheckContext,
+    CheckResult,
+    ConfigError,
+    InvalidInputError,
+    feature_metric_names,
+)
 
 #: Log-loss clipping of probabilities (a probability of 0 for the true class is not infinite).
 PROBABILITY_FLOOR = 1e-12
@@ -97,7 +104,7 @@ LOSS_NAMES = ("log_loss", "zero_one", "squared_error")
 def split_rows(n_rows: int, validation_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(training, validation)`` row indices (sorted): the rule of the module docstring."""
     order = np.random.default_rng(seed + 1).permutation(n_rows)
-    n_val = max(1, int(round(validation_share * n_rows)))
+    n_val = max(1, round(validation_share * n_rows))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -144,12 +151,13 @@ def model_reliance(predict: Callable[[np.ndarray], np.ndarray], X: np.ndarray,
     A group's columns are permuted jointly (one row permutation for all of them) by each row of
     ``permutations``; its reliance is the mean over permutations of the loss increase. The
     copies are stacked into as few ``predict`` calls as :data:`MAX_CELLS_PER_CALL` allows.
-    ``with_base=False`` skips the unpermuted copy (its loss must then be added by the caller:
-    the returned base is NaN and the reliances are raw permuted losses).
+    ``with_base=False`` skips the unpermuted call when the caller knows that loss already: the
+    returned base is then NaN and the "reliances" are the mean permuted losses (the caller
+    subtracts its base).
     """
     n, d = X.shape
     groups = [list(g) for g in groups]
-    # Copy c = (repeat r, group g); the unpermuted copy first.
+    # One stacked copy of X per (repeat r, group g).
     jobs: list[tuple[int, int]] = [(r, g) for r in range(len(permutations))
                                    for g in range(len(groups))]
     per_call = max(1, MAX_CELLS_PER_CALL // max(1, n * d))
@@ -162,7 +170,7 @@ def model_reliance(predict: Callable[[np.ndarray], np.ndarray], X: np.ndarray,
         stacked = np.repeat(X[None], len(batch), axis=0)
         for c, (r, g) in enumerate(batch):
             cols = groups[g]
-            stacked[c][:, cols] = X[permutations[r]][:, cols]
+            stacked[c][:, cols] = X[np.ix_(permutations[r], cols)]
         out = np.asarray(predict(stacked.reshape(len(batch) * n, d)))
         losses.append(loss(out.reshape(len(batch), n, *out.shape[1:])))
     permuted = (np.concatenate(losses) if losses else np.zeros(0)).reshape(
@@ -224,7 +232,8 @@ def summarize(importance: np.ndarray, names: list[str], top_k: int,
     for p, (a, b) in enumerate(pairs or []):
         values = interactions[:, p]
         pair_rows.append({"features": [names[a], names[b]], "min": float(values.min()),
-                          "max": float(values.max()), "mean": float(values.mean())})
+                          "max": float(values.max()), "mean": float(values.mean()),
+                          "values": [float(v) for v in values]})
     return {"features": features, "pairs": pair_rows, "swaps": swaps, "top": top,
             "max_rank_spread": int(max(rank_max[j] - rank_min[j] for j in top))}
 
@@ -243,7 +252,7 @@ def sklearn_refit(estimator: Any) -> Callable[[Any, Any, int], Any] | None:
         from sklearn.base import clone
 
         clone(estimator)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever clone refuses is "not an estimator" here
         return None
 
     def refit(X: Any, y: Any, seed: int) -> Any:
@@ -395,7 +404,8 @@ class Rashomon(Check):
                 base, mr = model_reliance(predict, X_val, loss, permutations, singles)
                 if not (np.isfinite(base) and np.all(np.isfinite(mr))):
                     raise ValueError("the refit's loss or reliance is not finite")
-            except Exception as exc:  # a failed fit is data about the set, not a crash
+            # A user refit may raise anything: a failed fit is data about the set, not a crash.
+            except Exception as exc:  # noqa: BLE001
                 failures.append({"fit": i, "seed": seed + i,
                                  "error": f"{type(exc).__name__}: {exc}"[:300]})
                 continue
@@ -450,7 +460,7 @@ class Rashomon(Check):
                                  else float(params["epsilon_absolute"])),
             "best_loss": best, "loss": loss_kind,
             "importance": "model reliance (loss increase, permutation)", "top_k": k,
-            "validation_rows": int(len(val)), "training_rows": int(len(train)),
+            "validation_rows": len(val), "training_rows": len(train),
             "features": summary["features"], "pairs": summary["pairs"],
             "swaps": summary["swaps"],
             "kept_losses": [float(x) for x in losses_arr[kept_index]],
