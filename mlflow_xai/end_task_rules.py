@@ -197,8 +197,8 @@ def _judge_actionable_top_k(spec: Any, details: dict[str, Any]) -> tuple[bool, A
     reasons = result.get("non_actionable_reasons") or {}
     worst = sorted(((f, n) for f, n in reasons.items() if isinstance(n, int) and n > 0),
                    key=lambda fn: -fn[1])[:3]
-    note = ("; non-actionable reasons: " + ", ".join(f"{f} ({n} rows)" for f, n in worst)
-            if worst else "")
+    note = (f"; non-actionable reasons in the top {details.get('top_k')}: "
+            + ", ".join(f"{f} ({n} rows)" for f, n in worst) if worst else "")
     return share >= spec.min_share, share, (
         f"share of adverse rows whose top {spec.k} {spec.method} reasons are all actionable: "
         f"{bound_text(share, {'min': spec.min_share})}{note}")

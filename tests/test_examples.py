@@ -24,6 +24,17 @@ def test_governance_example_passes_the_fair_model_and_fails_the_biased_one(tmp_p
     out = done.stdout
     assert out.count("governance: PASSED") == 1 and out.count("governance: FAILED") == 1
     assert "forbidden feature(s) ['sex'] in the top 3 of kernel_shap" in out
+    # The lending policy's end-task rules tell the two models apart by querying them.
+    fair, biased = out.split("# biased model")
+    for rule in ("uses-financial-criteria", "sex-not-significant", "sex-flips-no-decision",
+                 "recourse-exists", "reasons-are-actionable", "ranking-holds-across-refits"):
+        line = next(li for li in fair.splitlines() if li.startswith(rule))
+        assert " PASS " in line, line
+    assert "the output depends on sex (marginal: p = " in biased
+    flip = next(li for li in biased.splitlines() if li.startswith("sex-flips-no-decision"))
+    assert " FAIL " in flip and "upper 95% bound of the flip rate" in flip
+    reasons = next(li for li in biased.splitlines() if li.startswith("reasons-are-actionable"))
+    assert " FAIL " in reasons and "sex (" in reasons
 
     import mlflow
 

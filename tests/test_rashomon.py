@@ -263,6 +263,43 @@ def test_epsilon_filter_drops_bad_fits_and_counts_failures(tmp_path):
     assert entry["status"] == "skipped" and "within epsilon" in entry["reason"]
 
 
+def test_default_margin_is_one_standard_error_of_the_best_loss():
+    """epsilon="auto": fits within one standard error of the best fit's validation loss are
+    kept; the margin, the best fit and the kept set are re-derived here by refitting."""
+    seed = 5
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(200, 3))
+    y = A @ np.array([1.0, -1.0, 0.5]) + rng.normal(0, 1.0, 200)
+    X = pd.DataFrame(A, columns=["a", "b", "c"])
+    model = LinearRegression().fit(X, y)
+    expl = _run(model, X, y, {"rashomon": {"n_models": 12}}, seed=seed)
+    entry = expl.checks["rashomon"]
+    assert entry["status"] == "ok", entry.get("reason")
+    d = entry["details"]
+    train, val = split(200, 0.3, seed)
+    losses, rows = [], []
+    for i in range(12):
+        fit = LinearRegression().fit(X.iloc[bootstrap(train, seed, i)],
+                                     y[bootstrap(train, seed, i)])
+        err = (y[val] - fit.predict(X.iloc[val])) ** 2
+        losses.append(err.mean())
+        rows.append(err)
+    best = int(np.argmin(losses))
+    se = np.std(rows[best], ddof=1) / np.sqrt(len(val))
+    assert d["losses"] == pytest.approx(losses, rel=1e-9)
+    assert d["loss_margin"] == pytest.approx(se, rel=1e-9)
+    assert d["epsilon"] == pytest.approx(se / losses[best], rel=1e-9)
+    assert d["epsilon_rule"].startswith("auto: one standard error")
+    kept = [i for i, loss in enumerate(losses) if loss <= losses[best] + se]
+    assert d["models_kept"] == len(kept) and 2 <= len(kept) < 12
+    # A relative 1 % keeps fewer: the bootstrap noise of the loss is larger than that.
+    strict = _run(model, X, y, {"rashomon": {"n_models": 12, "epsilon": 0.01}}, seed=seed)
+    strict_kept = sum(loss <= losses[best] * 1.01 for loss in losses)
+    assert strict_kept < len(kept)
+    assert strict.checks["rashomon"].get("details", {}).get("models_kept", 1) == strict_kept \
+        or strict_kept < 2
+
+
 # ---- 3. a stable case --------------------------------------------------------------------------
 
 def test_stable_linear_model_has_no_rank_spread():

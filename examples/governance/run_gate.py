@@ -34,14 +34,15 @@ POLICY = Path(__file__).with_name("policy.yaml")
 FAST = {"kernel_shap": {"n_samples": 256}, "permutation_shap": {"n_samples": 256}}
 FINANCIAL = ["income", "debt_ratio", "years_employed", "late_payments", "credit_lines"]
 #: The checks the policy reads, with the lending actionability metadata: an applicant cannot
-#: change their sex, age or payment history; income and employment can only grow, debt only
-#: shrink.
+#: change their sex or age; income and employment can only grow, debt and the count of recent
+#: late payments only shrink.
 CHECKS = {
     "completeness": {}, "agreement": {},
     "importance_test": {"features": ["income", "debt_ratio", "sex"]},
     "flip_test": {"features": ["sex"]},
-    "responsiveness": {"immutable": ["sex", "age", "late_payments"],
-                       "monotone": {"income": 1, "years_employed": 1, "debt_ratio": -1},
+    "responsiveness": {"immutable": ["sex", "age"],
+                       "monotone": {"income": 1, "years_employed": 1, "debt_ratio": -1,
+                                    "late_payments": -1},
                        "top_k": 2},
     "rashomon": {"n_models": 20},
 }
@@ -92,7 +93,7 @@ def main() -> int:
         model.fit(X_train, y[:1500])
         # Targets: the Rashomon check refits the model on the explained rows.
         mlflow_xai.autolog(data=X_eval, targets=y[1500:], explainers=FAST, checks=CHECKS,
-                           max_rows=300, background=X_train.sample(50, random_state=0),
+                           max_rows=500, background=X_train.sample(50, random_state=0),
                            policy=str(POLICY))
         with mlflow.start_run(run_name=f"credit-{name}") as run:
             mlflow.log_metric("eval_accuracy", model.score(X_eval, y[1500:]))
