@@ -316,3 +316,72 @@ def test_a_manifest_naming_paths_outside_xai_is_refused(experiment, people, tmp_
                       _policy(tmp_path, PASSING))
     assert code == 2 and "unexpected file" in out, out
     _no_passed_tag(run_id, info.model_id)
+
+
+NO_SEX_EFFECT = ("rules:\n  - name: sex-flips-nothing\n"
+                 "    max_flip_rate: {feature: sex, max: 0.02}\n"
+                 "  - name: sex-not-significant\n"
+                 "    forbid_significant: {features: [sex], min_rows: 200}\n")
+
+
+def test_end_task_rules_cannot_be_passed_on_thin_or_missing_evidence(experiment, people,
+                                                                      tmp_path):
+    """The author of a biased model runs the end-task checks on 40 rows, or not on sex: the
+    recorded facts cannot pass; --recompute runs the checks on sex itself and fails it, and
+    passes the fair model."""
+    X, fair, biased = people
+    runs = {}
+    for name, labels, checks in (
+            ("thin", biased, {"flip_test": {"features": ["sex"]},
+                              "importance_test": {"features": ["sex"]}}),
+            ("elsewhere", biased, {"flip_test": {"features": ["age"], "shift": {"age": 5.0}},
+                                   "importance_test": {"features": ["age"]}})):
+        mlflow_xai.autolog(data=X, explainers=EXPLAINERS, max_rows=40, checks=checks)
+        try:
+            runs[name] = _log(X, labels, explain=False)
+        finally:
+            mlflow_xai.autolog(disable=True)
+    policy = _policy(tmp_path, NO_SEX_EFFECT)
+    code, out = _gate("--run-id", runs["thin"][0], "--policy", policy, "--json")
+    assert code == 1, out
+    rules = {r["name"]: r for r in json.loads(out)["rules"]}
+    # 40 rows: the upper bound of even a zero flip rate is above 2 %, and 40 < min_rows.
+    assert rules["sex-not-significant"]["verdict"] == "fail"
+    assert "flip" in rules["sex-flips-nothing"]["figure"]
+    assert rules["sex-flips-nothing"]["verdict"] == "fail"
+    code, out = _gate("--run-id", runs["elsewhere"][0], "--policy", policy, "--json")
+    assert code == 1, out
+    messages = " ".join(r["message"] for r in json.loads(out)["rules"])
+    assert "did not flip 'sex'" in messages and "did not test 'sex'" in messages
+    for name in runs:
+        _no_passed_tag(runs[name][0], runs[name][1].model_id)
+
+    X.assign(label=biased.to_numpy()).to_parquet(tmp_path / "reference.parquet")
+    recompute = _policy(tmp_path, NO_SEX_EFFECT + "data: reference.parquet\ntargets: label\n",
+                        "recompute.yaml")
+    code, out = _gate("--model-uri", f"models:/{runs['thin'][1].model_id}", "--policy",
+                      recompute, "--recompute", "--json", "--no-tags")
+    assert code == 1, out
+    rules = {r["name"]: r for r in json.loads(out)["rules"]}
+    assert "the output depends on sex" in rules["sex-not-significant"]["message"]
+    assert rules["sex-flips-nothing"]["value"] > 0.1
+    # A fair model that does not read sex (the logistic regression of _log does, a little:
+    # its fair labels are separable, and 1.7 % of its decisions flip with sex, which the
+    # flip test's upper bound does not let pass).
+    import mlflow
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    unaware = make_pipeline(ColumnTransformer([("scale", StandardScaler(),
+                                                [c for c in X.columns if c != "sex"])]),
+                            LogisticRegression(max_iter=2000)).fit(X, fair)
+    with mlflow.start_run():
+        fair_info = mlflow.sklearn.log_model(unaware, name="model", input_example=X.head(2),
+                                             pip_requirements=SKLEARN_REQS)
+    code, out = _gate("--model-uri", f"models:/{fair_info.model_id}", "--policy", recompute,
+                      "--recompute", "--json", "--no-tags")
+    assert code == 0, out
+    rules = {r["name"]: r for r in json.loads(out)["rules"]}
+    assert rules["sex-flips-nothing"]["value"] == pytest.approx(1 - 0.025 ** (1 / 300))

@@ -338,3 +338,32 @@ def test_a_real_run_writes_the_waterfall_and_a_true_headline(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert f"<span class='badge ok'>{headline(expl.summary, expl.checks)}</span>" in page
     assert "Not applicable: tree_shap" in page
+
+
+def test_end_task_checks_get_a_reviewers_table_and_their_own_plot(tmp_path):
+    """importance_test, flip_test, responsiveness and rashomon render tables from their
+    details (not a wall of per-feature figures) and a plot each."""
+    import mlflow_xai
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"income": rng.normal(0, 1, 300), "sex": rng.integers(0, 2, 300) * 1.0,
+                      "age": rng.normal(0, 1, 300)})
+    y = (X["income"] + 1.5 * X["sex"] + rng.normal(0, 0.5, 300) > 0.7).astype(int)
+    model = LogisticRegression().fit(X, y)
+    expl = mlflow_xai.explain(model, X, targets=y, explainers=["exact_shap"], checks={
+        "importance_test": {"features": ["income", "sex"]},
+        "flip_test": {"features": ["sex"]},
+        "responsiveness": {"immutable": ["sex", "age"], "n_joint": 10},
+        "rashomon": {"n_models": 6}}, output_dir=tmp_path)
+    assert all(expl.checks[c]["status"] == "ok" for c in expl.checks), expl.checks
+    page = (tmp_path / "report.html").read_text()
+    flips = expl.checks["flip_test"]["details"]["features"]["sex"]
+    assert f"{flips['flips']} of {flips['rows']}" in page
+    assert "H0 per feature" in page and "p = " in page
+    assert "fixed</b>" in page and "mean responsiveness R" in page
+    assert "refits kept" in page and "rank range" in page
+    # the per-feature figures without a verdict are not repeated as rows
+    assert "sex/flip_rate_ci_low" not in page
+    for name in ("importance_test", "flip_test", "responsiveness", "rashomon"):
+        assert (tmp_path / "plots" / f"check_{name}.png").stat().st_size > 5000

@@ -354,7 +354,7 @@ class FlipTest(Check):
                 raise ConfigError(
                     f"flip_test: '{feature}' is numeric with {len(distinct)} distinct values "
                     f"(more than max_levels={params['max_levels']}): pass shift={{'{feature}': "
-                    "amount}} (a number or a list of numbers), or raise max_levels.")
+                    "amount} (a number or a list of numbers), or raise max_levels.")
             amounts = _numbers(shift[feature], f"flip_test: shift['{feature}']")
             # A missing value has nothing to shift: it is set to the quantiles instead.
             levels = (np.unique(np.quantile(observed, np.linspace(0, 1, params["max_levels"]),
