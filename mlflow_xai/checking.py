@@ -38,28 +38,10 @@ def build_context(*, registry: Any, methods: dict[str, dict], results: dict[str,
 
     def explain(method: str, X: np.ndarray, rows: np.ndarray, *, seed: int | None = None,
                 model: Any = None) -> np.ndarray:
-        cls = registry.get(method).cls
-        explainer = cls(**methods.get(method, {}))
-        # Another model (e.g. a randomized copy of the torch module) runs where the explained
-        # one runs.
-        other = None if model is None else resolve_model(model, device=adapter.device)
-        runner = counter if other is None else counter_for(other)
-        values = None
-        outputs = row_outputs[rows]
-        for index in np.unique(outputs):
-            part = np.flatnonzero(outputs == index)
-            task = build_task(
-                counter=runner, prepared=prepared, model=adapter if other is None else other,
-                device=device, X=X[part], output_index=None if index < 0 else int(index),
-                targets=prepared.targets[rows][part] if prepared.targets is not None else None,
-                seed=config.seed if seed is None else seed)
-            got = explainer.explain(task).values
-            if values is None:
-                values = np.zeros((len(X), got.shape[1]))
-            values[part] = got
-        if other is not None:
-            counter.rows += runner.rows
-        return values
+        return explain_again(method, X, rows, seed=seed, model=model, registry=registry,
+                             methods=methods, adapter=adapter, prepared=prepared,
+                             counter=counter, counter_for=counter_for, config=config,
+                             device=device, row_outputs=row_outputs)
 
     def predict_full_with(model: Any) -> Callable[[np.ndarray], np.ndarray]:
         runner = counter_for(resolve_model(model, device=adapter.device))
@@ -87,6 +69,40 @@ def build_context(*, registry: Any, methods: dict[str, dict], results: dict[str,
         predict_full_with=predict_full_with, to_model_input=prepared.encoder.decode,
         is_classifier=bool(adapter.is_classifier),
         classes=list(adapter.classes) if adapter.classes is not None else None)
+
+
+def explain_again(method: str, X: np.ndarray, rows: np.ndarray, *, seed: int | None,
+                  model: Any, registry: Any, methods: dict[str, dict], adapter: ModelAdapter,
+                  prepared: PreparedData, counter: Any,
+                  counter_for: Callable[[ModelAdapter], Any], config: XaiConfig, device: str,
+                  row_outputs: np.ndarray,
+                  attribute: Callable[[Any, Any], np.ndarray] | None = None) -> np.ndarray:
+    """``ctx.explain``: re-run explainer ``method`` with its parameters on ``X`` (variants
+    of the explained rows ``rows``), each row for its own explained output, with another seed
+    or another model (run where the explained one runs; its rows are added to ``counter``).
+    ``attribute(explainer, task)`` turns a task into values (default: ``explain(task)``; a
+    grouped run explains over its groups)."""
+    cls = registry.get(method).cls
+    explainer = cls(**methods.get(method, {}))
+    other = None if model is None else resolve_model(model, device=adapter.device)
+    runner = counter if other is None else counter_for(other)
+    attribute = attribute or (lambda e, task: e.explain(task).values)
+    values = None
+    outputs = row_outputs[rows]
+    for index in np.unique(outputs):
+        part = np.flatnonzero(outputs == index)
+        task = build_task(
+            counter=runner, prepared=prepared, model=adapter if other is None else other,
+            device=device, X=X[part], output_index=None if index < 0 else int(index),
+            targets=prepared.targets[rows][part] if prepared.targets is not None else None,
+            seed=config.seed if seed is None else seed)
+        got = attribute(explainer, task)
+        if values is None:
+            values = np.zeros((len(X), got.shape[1]))
+        values[part] = got
+    if other is not None:
+        counter.rows += runner.rows
+    return values
 
 
 def checks_to_run(config: XaiConfig, registry: Any) -> dict[str, dict[str, Any]]:

@@ -39,6 +39,8 @@ def _importance_test(d: Mapping[str, Any]) -> str:
             mark = "<span class='fail'>significant</span>" if r.get("rejected") else \
                 "<span class='muted'>not significant</span>"
             early = " (stopped early)" if r.get("stopped_early") else ""
+            if r.get("reliable") is False:  # its sampler failed its check: not a result
+                mark += " <span class='fail'>sampler does not fit the data</span>"
             cells.append(f"p = {e(fmt(r.get('p_value')))} {mark}<br><span class='muted'>"
                          f"{e(r.get('rows_used'))} rows{e(early)}</span>")
         rows.append(cells)

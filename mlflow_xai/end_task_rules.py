@@ -75,6 +75,22 @@ def _number(value: Any, what: str) -> float:
     return float(value)
 
 
+def _share(value: Any, what: str) -> float:
+    """A probability, rate or share: a finite number in [0, 1]."""
+    number = _number(value, what)
+    if not 0.0 <= number <= 1.0:
+        raise _Unjudgeable(f"{what} is {number!r}, outside [0, 1]: cannot judge")
+    return number
+
+
+def _count(value: Any, what: str) -> int:
+    """A count: a whole number >= 0 (a float like 3.0 is accepted, 0.4 is not)."""
+    number = _number(value, what)
+    if number < 0 or number != int(number):
+        raise _Unjudgeable(f"{what} is {number!r}, not a count: cannot judge")
+    return int(number)
+
+
 def _mapping(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Unjudgeable(f"{what} is missing: cannot judge")
@@ -85,9 +101,12 @@ def _tests_of(test: str) -> list[str]:
     return ["marginal", "conditional"] if test == "both" else [test]
 
 
-def _test_results(spec: Any, details: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(feature, test, result) for every feature and test the rule names; fails closed when
-    the check did not test one of them."""
+def _test_results(spec: Any, details: dict[str, Any]
+                  ) -> list[tuple[str, str, dict[str, Any], float]]:
+    """(feature, test, result, p-value) for every feature and test the rule names. Fails
+    closed when the check did not test one of them, when a feature took one value only (no
+    test can show anything about it), and when a conditional test's sampler did not match the
+    data (its error control is void)."""
     features = _mapping(details.get("features"), "importance_test's per-feature results")
     out = []
     for feature in spec.features:
@@ -95,21 +114,36 @@ def _test_results(spec: Any, details: dict[str, Any]) -> list[tuple[str, str, di
         if not isinstance(tested, dict):
             raise _Unjudgeable(f"importance_test did not test '{feature}' (run it with "
                                f"features including '{feature}')")
+        if _count(tested.get("distinct_values"), f"the distinct values of '{feature}'") < 2:
+            raise _Unjudgeable(f"'{feature}' has a single value in the rows tested: no test can "
+                               "show whether the output depends on it; test on rows where it "
+                               "varies")
         for test in _tests_of(spec.test):
             result = tested.get(test)
             if not isinstance(result, dict):
                 raise _Unjudgeable(f"importance_test ran no {test} test of '{feature}' (run "
                                    f"it with tests including '{test}')")
-            out.append((feature, test, result))
+            if test == "conditional" and result.get("reliable") is not True:
+                check = result.get("sampler_check") or {}
+                raise _Unjudgeable(
+                    f"the conditional sampler of '{feature}' does not match the data (its "
+                    f"check rejected it, p = {check.get('p_value')}): the conditional test's "
+                    "error control does not hold; use another sampler (sampler: gaussian) or "
+                    "judge the marginal test (test: marginal)")
+            p = _share(result.get("p_value"), f"the {test} p-value of '{feature}'")
+            out.append((feature, test, result, p))
     return out
 
 
+def _check_alpha(details: dict[str, Any]) -> float:
+    return _share(details.get("alpha"), "importance_test's alpha")
+
+
 def _judge_require_significant(spec: Any, details: dict[str, Any]) -> tuple[bool, Any, str]:
-    check_alpha = details.get("alpha")
+    check_alpha = _check_alpha(details)
     weak = []
     worst = 0.0
-    for feature, test, result in _test_results(spec, details):
-        p = _number(result.get("p_value"), f"the {test} p-value of '{feature}'")
+    for feature, test, _, p in _test_results(spec, details):
         worst = max(worst, p)
         if p > spec.alpha:
             weak.append(f"{feature} ({test}: p = {p:.3g})")
@@ -117,50 +151,101 @@ def _judge_require_significant(spec: Any, details: dict[str, Any]) -> tuple[bool
         return True, worst, (f"every named feature is significant at alpha {spec.alpha} "
                              f"(largest p-value {worst:.3g})")
     hint = ""
-    if isinstance(check_alpha, (int, float)) and check_alpha > spec.alpha:
+    if check_alpha > spec.alpha:
         hint = (f"; the sequential test stops once it rejects at its own alpha "
                 f"({check_alpha}): run importance_test with alpha <= {spec.alpha}")
     return False, worst, f"not significant at alpha {spec.alpha}: {', '.join(weak)}{hint}"
 
 
 def _judge_forbid_significant(spec: Any, details: dict[str, Any]) -> tuple[bool, Any, str]:
-    significant, thin = [], []
+    check_alpha = _check_alpha(details)
+    significant, thin, blunt, loose = [], [], [], []
     smallest = 1.0
-    for feature, test, result in _test_results(spec, details):
-        p = _number(result.get("p_value"), f"the {test} p-value of '{feature}'")
+    for feature, test, result, p in _test_results(spec, details):
         smallest = min(smallest, p)
+        label = f"{feature} ({test})"
         if p <= spec.alpha:
             significant.append(f"{feature} ({test}: p = {p:.3g})")
-            continue
-        rows = _number(result.get("rows_used"), f"the rows the {test} test of '{feature}' used")
-        if rows < spec.min_rows:
-            thin.append(f"{feature} ({test}: {int(rows)} rows)")
+        elif result.get("rejected") is not False:
+            # It stopped at its own, looser alpha: more rows could have gone below ours.
+            loose.append(f"{label}: p = {p:.3g}")
+        elif _share(result.get("min_p_value"), f"the smallest p-value of {label}") > spec.alpha:
+            blunt.append(f"{label}: at best p = {result['min_p_value']:.3g}")
+        elif _count(result.get("rows_tested"), f"the rows tested by {label}") < spec.min_rows:
+            thin.append(f"{label}: {result['rows_tested']} rows")
     if significant:
         return False, smallest, (f"the output depends on {', '.join(significant)} at alpha "
                                  f"{spec.alpha}")
+    if loose:
+        return False, smallest, (f"significant at the check's own alpha {check_alpha}, which is "
+                                 f"looser than {spec.alpha}: {', '.join(loose)}; run "
+                                 f"importance_test with alpha <= {spec.alpha}")
+    if blunt:
+        return False, smallest, (f"the test cannot reach alpha {spec.alpha}: "
+                                 f"{', '.join(blunt)}; use more permutations or more rows")
     if thin:
-        return False, smallest, (f"tested on fewer than min_rows = {spec.min_rows} rows: "
-                                 f"{', '.join(thin)}; a test on so few rows cannot show that "
-                                 "the output does not depend on a feature: explain more rows")
+        return False, smallest, (f"tested on fewer than min_rows = {spec.min_rows} rows (warm-up "
+                                 f"rows not counted): {', '.join(thin)}; a test on so few rows "
+                                 "cannot show that the output does not depend on a feature: "
+                                 "explain more rows")
     return True, smallest, (f"no named test significant at alpha {spec.alpha} (smallest "
                             f"p-value {smallest:.3g}), each on >= {spec.min_rows} rows")
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Two recorded values (numbers, labels) are the same: 0.5 == 0.5, 1 == "1"."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and \
+            not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-12)
+    return a == b or (a is not None and b is not None and str(a) == str(b))
+
+
+def _require_decision(spec: Any, details: dict[str, Any], check: str) -> None:
+    """The check decided as the policy means (its threshold; none = the predicted class)."""
+    if "threshold" not in details:
+        raise _Unjudgeable(f"{check} did not record its decision threshold: cannot judge")
+    used = details.get("threshold")
+    if (used is None) != (spec.threshold is None) or (
+            used is not None and not _same(used, spec.threshold)):
+        said = "the predicted class" if spec.threshold is None else \
+            f"threshold {spec.threshold}"
+        raise _Unjudgeable(f"{check} decided by '{details.get('decision')}', but the policy "
+                           f"means {said}: run it with the policy's threshold (or state the "
+                           "threshold in the rule)")
+
+
 def _judge_max_flip_rate(spec: Any, details: dict[str, Any]) -> tuple[bool, Any, str]:
+    _require_decision(spec, details, "flip_test")
     features = _mapping(details.get("features"), "flip_test's per-feature results")
     result = features.get(spec.feature)
     if not isinstance(result, dict):
         raise _Unjudgeable(f"flip_test did not flip '{spec.feature}' (run it with features "
                            f"including '{spec.feature}')")
-    rate = _number(result.get("flip_rate"), f"the flip rate of '{spec.feature}'")
-    rows = int(_number(result.get("rows"), f"the rows flip_test used for '{spec.feature}'"))
+    rate = _share(result.get("flip_rate"), f"the flip rate of '{spec.feature}'")
+    rows = _count(result.get("rows"), f"the rows flip_test used for '{spec.feature}'")
     if rows < 1:
         raise _Unjudgeable(f"flip_test decided no row for '{spec.feature}'")
+    if _count(result.get("rows_with_alternative"),
+              f"the rows of '{spec.feature}' set to another value") < 1:
+        raise _Unjudgeable(f"no row could be set to another value of '{spec.feature}' (it has "
+                           "one value in the data): nothing was flipped, so nothing is shown; "
+                           "check on rows where it varies")
+    if result.get("kind") == "shift":
+        wanted = spec.shift if isinstance(spec.shift, list) else (
+            [] if spec.shift is None else [spec.shift])
+        used = result.get("shift") or []
+        if not wanted or sorted(map(float, wanted)) != sorted(map(float, used)):
+            raise _Unjudgeable(f"flip_test shifted '{spec.feature}' by {used}; the policy "
+                               "must state the shift it means (shift: ...) and the check use "
+                               "it")
     if spec.bound == "estimate":
         value, what = rate, "flip rate"
     else:
-        value = _number(result.get("ci_high"), f"the flip rate's upper bound of "
-                                               f"'{spec.feature}'")
+        value = _share(result.get("ci_high"), f"the flip rate's upper bound of "
+                                              f"'{spec.feature}'")
+        if value < rate:
+            raise _Unjudgeable(f"the upper bound {value} of the flip rate of '{spec.feature}' "
+                               f"is below its estimate {rate}: cannot judge")
         what = (f"upper {_confidence(details)} bound of the flip rate (estimate "
                 f"{rate:.3g} on {rows} rows)")
     return value <= spec.max, value, f"{what}: {bound_text(value, {'max': spec.max})}"
@@ -171,18 +256,54 @@ def _confidence(details: dict[str, Any]) -> str:
     return f"{100 * level:g}%" if isinstance(level, (int, float)) else "confidence"
 
 
-def _judge_max_fixed_rate(spec: Any, details: dict[str, Any]) -> tuple[bool, Any, str]:
-    adverse = int(_number(details.get("adverse_rows"), "the number of adverse decisions"))
+def _require_actionability(spec: Any, details: dict[str, Any]) -> None:
+    """The check used the policy's actionability: at least its immutable features and
+    monotone directions, exactly its bounds, its target and its decision threshold."""
+    _require_decision(spec, details, "responsiveness")
+    immutable = details.get("immutable")
+    monotone = details.get("monotone")
+    bounds = details.get("bounds")
+    if not isinstance(immutable, list) or not isinstance(monotone, dict) or \
+            not isinstance(bounds, dict):
+        raise _Unjudgeable("responsiveness did not record its actionability metadata: cannot "
+                           "judge")
+    mutable = [f for f in spec.immutable if f not in immutable]
+    if mutable:
+        raise _Unjudgeable(f"responsiveness treated {mutable} as actionable; the policy says "
+                           "they are immutable: run it with the policy's immutable features")
+    loose = [f for f, sign in spec.monotone.items() if not _same(monotone.get(f), sign)]
+    if loose:
+        raise _Unjudgeable(f"responsiveness did not hold {loose} to the policy's monotone "
+                           "directions")
+    if {f: list(b) for f, b in bounds.items()} != {f: list(b) for f, b in spec.bounds.items()}:
+        raise _Unjudgeable(f"responsiveness used the bounds {bounds}, the policy states "
+                           f"{dict(spec.bounds)}: a bound widens or narrows recourse, so they "
+                           "must be the same")
+    if spec.target is not None and not _same(details.get("target"), spec.target):
+        raise _Unjudgeable(f"responsiveness aimed at target {details.get('target')!r}, the "
+                           f"policy's favourable decision is {spec.target!r}")
+
+
+def _adverse_rows(details: dict[str, Any]) -> int:
+    adverse = _count(details.get("adverse_rows"), "the number of adverse decisions")
     if adverse < 1:
         raise _Unjudgeable(f"no adverse decision among the {details.get('rows')} rows checked, "
                            "so nothing shows that recourse exists: check on data that has "
                            "adverse decisions")
-    rate = _number(details.get("fixed_rate"), "the fixed-prediction rate")
+    return adverse
+
+
+def _judge_max_fixed_rate(spec: Any, details: dict[str, Any]) -> tuple[bool, Any, str]:
+    _require_actionability(spec, details)
+    adverse = _adverse_rows(details)
+    rate = _share(details.get("fixed_rate"), "the fixed-prediction rate")
     return rate <= spec.max, rate, (f"{details.get('fixed_rows')} of {adverse} adverse "
                                     f"decisions fixed: {bound_text(rate, {'max': spec.max})}")
 
 
 def _judge_actionable_top_k(spec: Any, details: dict[str, Any]) -> tuple[bool, Any, str]:
+    _require_actionability(spec, details)
+    _adverse_rows(details)
     methods = _mapping(details.get("methods"), "responsiveness's per-method reasons")
     result = methods.get(spec.method)
     if not isinstance(result, dict):
@@ -193,8 +314,9 @@ def _judge_actionable_top_k(spec: Any, details: dict[str, Any]) -> tuple[bool, A
     if str(spec.k) not in shares:
         raise _Unjudgeable(f"responsiveness judged the top {details.get('top_k')} reasons, "
                            f"not the top {spec.k}: run it with top_k >= {spec.k}")
-    share = _number(shares[str(spec.k)], f"the actionable top-{spec.k} share")
-    reasons = result.get("non_actionable_reasons") or {}
+    share = _share(shares[str(spec.k)], f"the actionable top-{spec.k} share")
+    reasons = result.get("non_actionable_reasons")
+    reasons = reasons if isinstance(reasons, dict) else {}
     worst = sorted(((f, n) for f, n in reasons.items() if isinstance(n, int) and n > 0),
                    key=lambda fn: -fn[1])[:3]
     note = (f"; non-actionable reasons in the top {details.get('top_k')}: "
@@ -205,25 +327,30 @@ def _judge_actionable_top_k(spec: Any, details: dict[str, Any]) -> tuple[bool, A
 
 
 def _judge_max_rank_spread(spec: Any, details: dict[str, Any]) -> tuple[bool, Any, str]:
-    kept = int(_number(details.get("models_kept"), "the number of refits kept"))
+    kept = _count(details.get("models_kept"), "the number of refits kept")
     if kept < spec.min_models:
         raise _Unjudgeable(f"only {kept} refits were kept within epsilon of the best loss "
                            f"(min_models = {spec.min_models}): too few to show a spread; "
                            "refit more models (rashomon n_models)")
     features = _mapping(details.get("features"), "rashomon's per-feature ranges")
+    for name, entry in features.items():
+        _mapping(entry, f"rashomon's range of '{name}'")
     if spec.features is not None:
         named = list(spec.features)
-        missing = [f for f in named if not isinstance(features.get(f), dict)]
+        missing = [f for f in named if f not in features]
         if missing:
             raise _Unjudgeable(f"rashomon has no rank range of {missing}")
     else:
-        k = int(_number(details.get("top_k"), "rashomon's top_k"))
+        k = min(spec.k, len(features))
+        if _count(details.get("top_k"), "rashomon's top_k") < k:
+            raise _Unjudgeable(f"rashomon ranked its top {details.get('top_k')} features, the "
+                               f"rule judges the top {k}: run it with top_k >= {k}")
         ranked = sorted(features, key=lambda f: -_number(
-            (features[f] or {}).get("mean"), f"the mean importance of '{f}'"))
+            features[f].get("mean"), f"the mean importance of '{f}'"))
         named = ranked[:k]
         if not named:
             raise _Unjudgeable("rashomon ranked no feature")
-    spreads = {f: int(_number(features[f].get("rank_spread"), f"the rank spread of '{f}'"))
+    spreads = {f: _count(features[f].get("rank_spread"), f"the rank spread of '{f}'")
                for f in named}
     worst = max(spreads, key=spreads.get)
     over = [f"{f} (ranks {features[f].get('rank_min')}-{features[f].get('rank_max')})"
@@ -259,16 +386,36 @@ _LABELS = {
 
 def check_params_for(check: str, rules: list[Any]) -> dict[str, Any]:
     """The parameters ``--recompute`` runs ``check`` with, from the policy's rules (those that
-    read it)."""
+    read it): the features they name and the decision, shift and actionability they state
+    (rules that state different ones for one check cannot all be met by one run: the first
+    rule's are used and the others fail closed)."""
     rules = [r for r in rules if CHECK_RULES.get(r.kind) == check]
+    specs = [getattr(r, r.kind) for r in rules]
     if check == "importance_test":
-        specs = [getattr(r, r.kind) for r in rules]
         tests = sorted({t for s in specs for t in _tests_of(s.test)})
         return {"features": list(dict.fromkeys(f for s in specs for f in s.features)),
                 "tests": tests, "alpha": min(s.alpha for s in specs)}
     if check == "flip_test":
-        return {"features": list(dict.fromkeys(r.max_flip_rate.feature for r in rules))}
+        params: dict[str, Any] = {"features": list(dict.fromkeys(s.feature for s in specs))}
+        if specs[0].threshold is not None:
+            params["threshold"] = specs[0].threshold
+        shifts = {s.feature: s.shift for s in specs if s.shift is not None}
+        if shifts:
+            params["shift"] = shifts
+        return params
     if check == "responsiveness":
-        ks = [r.require_actionable_top_k.k for r in rules if r.require_actionable_top_k]
+        first = specs[0]
+        params = {"immutable": list(first.immutable), "monotone": dict(first.monotone),
+                  "bounds": {f: list(b) for f, b in first.bounds.items()}}
+        if first.target is not None:
+            params["target"] = first.target
+        if first.threshold is not None:
+            params["threshold"] = first.threshold
+        ks = [s.k for s in specs if hasattr(s, "k")]
+        if ks:
+            params["top_k"] = max(ks)
+        return params
+    if check == "rashomon":
+        ks = [s.k for s in specs if s.features is None]
         return {"top_k": max(ks)} if ks else {}
     return {}

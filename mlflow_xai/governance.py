@@ -21,19 +21,27 @@ Rule kinds (each rule has a ``name`` and exactly one kind):
 * significance (``importance_test`` check): ``require_significant: {features: [income],
   alpha: 0.05, test: conditional}`` passes when each feature's test rejected "the output does
   not depend on it" (p-value <= alpha); ``forbid_significant: {features: [sex], alpha: 0.05,
-  test: both, min_rows: 200}`` fails when any named test is significant, and also when fewer
-  than ``min_rows`` rows were tested (too few rows show nothing, they do not show absence).
+  test: both, min_rows: 200}`` fails when any named test is significant, and also when it
+  cannot show absence: fewer than ``min_rows`` rows tested (warm-up rows not counted), a
+  feature with one value, a test stopped at a looser alpha than the rule's, a permutation test
+  whose smallest p-value is above alpha, or a conditional sampler that failed its check.
 * flip rate (``flip_test`` check): ``max_flip_rate: {feature: sex, max: 0.01}``: the share of
   rows whose decision changes when the feature is set to another value; by default its upper
-  confidence bound (``bound: upper``; ``bound: estimate`` judges the point estimate).
+  confidence bound (``bound: upper``; ``bound: estimate`` judges the point estimate). The
+  decision is the policy's: ``threshold`` (default none: the predicted class) and, for a
+  numeric feature with many values, ``shift`` must be what the check used; a feature no row
+  could be set to another value of fails.
 * recourse (``responsiveness`` check): ``max_fixed_rate: {max: 0.05}`` (share of adverse
-  decisions no actionable change reverses; fails when there is no adverse decision to judge)
-  and ``require_actionable_top_k: {method: kernel_shap, k: 3, min_share: 1.0}`` (share of
-  adverse rows whose top-k reasons are all responsive).
-* Rashomon spread (``rashomon`` check): ``max_rank_spread: {max: 1, features: [income],
+  decisions no actionable change reverses) and ``require_actionable_top_k: {method:
+  kernel_shap, k: 3, min_share: 1.0}`` (share of adverse rows whose top-k reasons are all
+  responsive); both fail when there is no adverse decision, and both state the actionability
+  they mean (``immutable``, ``monotone``, ``bounds``, ``target``, ``threshold``): the check must
+  have used at least those immutable features and directions, exactly those bounds, that
+  target and that threshold.
+* Rashomon spread (``rashomon`` check): ``max_rank_spread: {max: 1, features: [income], k: 5,
   min_models: 5}``: across the refits kept within epsilon of the best loss, no feature's rank
-  (the named ones, default the top k) may move by more than ``max``; fewer than ``min_models``
-  kept fits fail.
+  (the named ones, else the top ``k``, which the check must have ranked) may move by more than
+  ``max``; fewer than ``min_models`` kept fits fail.
 
 A policy is read exactly as written or refused (:class:`~mlflow_xai.errors.ConfigError`, exit 2
 in the gate): unknown keys, wrong types (``max: yes``, ``min: "0.8"``), duplicate keys, an empty
@@ -156,16 +164,43 @@ class ForbidSignificant(_Strict):
 
 
 class MaxFlipRate(_Strict):
+    """The decision rule and shift are the policy's, not the submitter's: the check must have
+    decided by ``threshold`` (none: the predicted class) and shifted by ``shift`` (numeric
+    features with many values only)."""
+
     feature: StrictStr
     max: Number = Field(ge=0, le=1)
     bound: Literal["upper", "estimate"] = "upper"
+    threshold: Number | None = None
+    shift: Number | list[Number] | None = None
 
 
-class MaxFixedRate(_Strict):
+class _Recourse(_Strict):
+    """The actionability a recourse rule is judged under: the check must have used at least
+    these immutable features and monotone directions, exactly these bounds (any other bound
+    widens recourse), this target and this decision threshold."""
+
+    immutable: list[StrictStr] = Field(default_factory=list)
+    monotone: dict[StrictStr, Literal[1, -1]] = Field(default_factory=dict)
+    bounds: dict[StrictStr, list[Number | None]] = Field(default_factory=dict)
+    target: StrictStr | StrictInt | bool | None = None
+    threshold: Number | None = None
+
+    @model_validator(mode="after")
+    def _bounds_are_intervals(self) -> _Recourse:
+        for feature, bound in self.bounds.items():
+            low, high = (bound + [None, None])[:2] if len(bound) <= 2 else (None, None)
+            if len(bound) != 2 or (low is not None and high is not None and low > high):
+                raise ValueError(f"bounds of '{feature}' must be [low, high] with low <= high "
+                                 f"(null for the observed end), got {bound}")
+        return self
+
+
+class MaxFixedRate(_Recourse):
     max: Number = Field(ge=0, le=1)
 
 
-class RequireActionableTopK(_Strict):
+class RequireActionableTopK(_Recourse):
     method: StrictStr
     k: StrictInt = Field(ge=1)
     min_share: Number = Field(default=1.0, ge=0, le=1)
@@ -174,6 +209,9 @@ class RequireActionableTopK(_Strict):
 class MaxRankSpread(_Strict):
     max: StrictInt = Field(ge=0)
     features: list[StrictStr] | None = Field(default=None, min_length=1)
+    #: without ``features``: the top k features (by mean importance) are judged, and the check
+    #: must have ranked at least that many
+    k: StrictInt = Field(default=5, ge=1)
     min_models: StrictInt = Field(default=5, ge=2)
 
 
@@ -534,6 +572,11 @@ def check_features(policy: Policy, facts: Facts) -> None:
             named = [(f"{rule.kind}.features", f) for f in spec.features or []]
         elif rule.max_flip_rate is not None:
             named = [("max_flip_rate.feature", rule.max_flip_rate.feature)]
+        elif rule.kind in ("max_fixed_rate", "require_actionable_top_k"):
+            spec = getattr(rule, rule.kind)
+            named = [(f"{rule.kind}.immutable", f) for f in spec.immutable]
+            named += [(f"{rule.kind}.monotone", f) for f in spec.monotone]
+            named += [(f"{rule.kind}.bounds", f) for f in spec.bounds]
         elif rule.metric is not None:
             parts = _strip_prefix(rule.metric).split("/")
             if len(parts) == 3 and parts[1] == "importance":

@@ -15,7 +15,7 @@ import numpy as np
 
 from mlflow_xai import groups as grouping
 from mlflow_xai.base import Attribution, CheckContext, build_task
-from mlflow_xai.checking import build_context, checks_to_run, run_checks
+from mlflow_xai.checking import build_context, checks_to_run, explain_again, run_checks
 from mlflow_xai.config import XaiConfig, check_methods
 from mlflow_xai.data import PreparedData, prepare_data
 from mlflow_xai.device import PeakMemory, batch_rows, resolve_device
@@ -301,23 +301,12 @@ def _grouped_context(ctx: CheckContext, feature_groups: FeatureGroups, *, regist
 
     def explain(method: str, presence: np.ndarray, rows: np.ndarray, *,
                 seed: int | None = None, model: Any = None) -> np.ndarray:
-        explainer = registry.get(method).cls(**methods.get(method, {}))
-        other = None if model is None else resolve_model(model, device=adapter.device)
-        runner = counter if other is None else CountingPredict(other, prepared)
-        columns = to_columns(presence, rows)
-        values = np.zeros((len(columns), G))
-        outputs = row_outputs[rows]
-        for index in np.unique(outputs):
-            part = np.flatnonzero(outputs == index)
-            task = build_task(
-                counter=runner, prepared=prepared, model=adapter if other is None else other,
-                device=device, X=columns[part], output_index=None if index < 0 else int(index),
-                targets=prepared.targets[rows][part] if prepared.targets is not None else None,
-                seed=config.seed if seed is None else seed)
-            values[part] = grouping.explain(explainer, task, feature_groups).values
-        if other is not None:
-            counter.rows += runner.rows
-        return values
+        return explain_again(
+            method, to_columns(presence, rows), rows, seed=seed, model=model, registry=registry,
+            methods=methods, adapter=adapter, prepared=prepared, counter=counter,
+            counter_for=lambda other: CountingPredict(other, prepared), config=config,
+            device=device, row_outputs=row_outputs,
+            attribute=lambda e, task: grouping.explain(e, task, feature_groups).values)
 
     return dataclasses.replace(ctx, X=np.ones((n, G)),
                                background=np.zeros((len(prepared.background), G)),

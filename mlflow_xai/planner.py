@@ -435,7 +435,13 @@ def identifies(sizing: Sizing, players: int) -> bool:
         cap = int(cap)
     except (TypeError, ValueError):
         return True
-    return cap >= min(MIN_COALITIONS_PER_PLAYER * players, 2 ** min(players, 62) - 2)
+    return enough_coalitions(cap, players)
+
+
+def enough_coalitions(samples: int, players: int) -> bool:
+    """``samples`` coalitions per row are at least :data:`MIN_COALITIONS_PER_PLAYER` per
+    player, or every coalition there is."""
+    return samples >= min(MIN_COALITIONS_PER_PLAYER * players, 2 ** min(players, 62) - 2)
 
 
 def make_plan(*, config: XaiConfig, registry: Any, prepared: Any, adapter: Any, counter: Any,
@@ -603,8 +609,7 @@ class _WidePlan:
         """Kernel SHAP with ``samples`` coalitions per row gets enough per player."""
         if "kernel_shap" not in self.plan.methods or samples is None:
             return True
-        return samples >= min(MIN_COALITIONS_PER_PLAYER * self.players,
-                              2 ** min(self.players, 62) - 2)
+        return enough_coalitions(samples, self.players)
 
     def can_group(self) -> bool:
         """Grouping is allowed (not ``feature_groups=False``), not done yet, and would give

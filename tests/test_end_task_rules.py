@@ -16,7 +16,14 @@ FEATURES = ["income", "debt", "age", "sex", "zip"]
 
 def _test(p: float, rows: int = 400) -> dict:
     return {"p_value": p, "e_value": 1 / p, "rejected": p <= 0.05, "rows_used": rows,
-            "steps": rows, "method": "betting", "stopped_early": p <= 0.05}
+            "steps": rows, "method": "betting", "stopped_early": p <= 0.05,
+            "rows_tested": rows - 20, "min_p_value": 0.0, "reliable": True,
+            "sampler_check": {"p_value": 0.8, "rejected": False, "rows_used": rows}}
+
+
+def _tested(marginal: dict, conditional: dict) -> dict:
+    return {"marginal": marginal, "conditional": conditional, "distinct_values": 2,
+            "rows_missing": 0}
 
 
 def _stability() -> dict:
@@ -24,16 +31,19 @@ def _stability() -> dict:
         "importance_test": {"status": "ok", "details": {
             "alpha": 0.05, "method": "betting", "sampler": "regression", "rows_available": 400,
             "tests": ["marginal", "conditional"],
-            "features": {"income": {"marginal": _test(0.001, 60), "conditional": _test(0.002, 80)},
-                         "sex": {"marginal": _test(0.4), "conditional": _test(0.9)},
-                         "zip": {"marginal": _test(0.01, 120), "conditional": _test(0.7)}}}},
+            "features": {"income": _tested(_test(0.001, 60), _test(0.002, 80)),
+                         "sex": _tested(_test(0.4), _test(0.9)),
+                         "zip": _tested(_test(0.01, 120), _test(0.7))}}},
         "flip_test": {"status": "ok", "details": {
-            "confidence": 0.95, "decision": "predicted class",
+            "confidence": 0.95, "decision": "predicted class", "threshold": None,
+            "positive_class": None,
             "features": {"sex": {"flip_rate": 0.002, "ci_low": 0.0001, "ci_high": 0.011,
                                  "rows": 1000, "flips": 2, "kind": "categories",
-                                 "alternatives": []}}}},
+                                 "rows_with_alternative": 1000, "alternatives": []}}}},
         "responsiveness": {"status": "ok", "details": {
             "target": 1, "rows": 500, "adverse_rows": 200, "fixed_rows": 10, "fixed_rate": 0.05,
+            "decision": "predicted class", "threshold": None, "positive_class": None,
+            "immutable": ["sex", "age"], "monotone": {"income": 1}, "bounds": {},
             "top_k": 3, "features": {},
             "methods": {"kernel_shap": {"actionable_top_k_share": {"1": 0.9, "2": 0.8,
                                                                    "3": 0.7},
@@ -73,14 +83,30 @@ def _judge(rule: dict, stability: dict | None = None) -> dict:
     ({"require_actionable_top_k": {"method": "kernel_shap", "k": 1, "min_share": 0.9}},
      "pass", 0.9),
     ({"require_actionable_top_k": {"method": "kernel_shap", "k": 3}}, "fail", 0.7),
-    ({"max_rank_spread": {"max": 2}}, "pass", 2),           # top 2 by mean: income, debt
-    ({"max_rank_spread": {"max": 1}}, "fail", 2),
+    ({"max_rank_spread": {"max": 2, "k": 2}}, "pass", 2),   # top 2 by mean: income, debt
+    ({"max_rank_spread": {"max": 1, "k": 2}}, "fail", 2),
     ({"max_rank_spread": {"max": 2, "features": ["age"]}}, "fail", 3),
 ])
 def test_rules_judge_the_recorded_figures(rule, verdict, value):
     outcome = _judge(rule)
     assert outcome["verdict"] == verdict, outcome["message"]
     assert outcome["value"] == pytest.approx(value)
+
+
+def test_recourse_rules_pass_when_the_check_used_the_policys_actionability():
+    rule = {"max_fixed_rate": {"max": 0.05, "immutable": ["age"], "monotone": {"income": 1},
+                               "target": 1}}
+    assert _judge(rule)["verdict"] == "pass"
+    stability = _with(["responsiveness", "details", "bounds"], {"income": [0, 100]})
+    rule = {"max_fixed_rate": {"max": 0.05, "bounds": {"income": [0, 100]}}}
+    assert _judge(rule, stability)["verdict"] == "pass"
+    flips = _with(["flip_test", "details", "threshold"], 0.5)
+    assert _judge({"max_flip_rate": {"feature": "sex", "max": 0.5, "threshold": 0.5}},
+                  flips)["verdict"] == "pass"
+    shifted = _with(["flip_test", "details", "features", "sex", "kind"], "shift")
+    shifted["flip_test"]["details"]["features"]["sex"]["shift"] = [-5.0, 5.0]
+    assert _judge({"max_flip_rate": {"feature": "sex", "max": 0.5, "shift": [5, -5]}},
+                  shifted)["verdict"] == "pass"
 
 
 def test_messages_say_what_was_found():
@@ -116,7 +142,7 @@ FORBID_SEX = {"forbid_significant": {"features": ["sex"]}}
 FLIP_SEX = {"max_flip_rate": {"feature": "sex", "max": 0.5}}
 FIXED = {"max_fixed_rate": {"max": 0.5}}
 TOPK = {"require_actionable_top_k": {"method": "kernel_shap", "k": 1, "min_share": 0.1}}
-SPREAD = {"max_rank_spread": {"max": 10}}
+SPREAD = {"max_rank_spread": {"max": 10, "k": 2}}
 
 
 @pytest.mark.parametrize("rule, stability, words", [
@@ -134,7 +160,44 @@ SPREAD = {"max_rank_spread": {"max": 10}}
     (FLIP_SEX, _without(["flip_test", "details", "features", "sex"]), "did not flip 'sex'"),
     # too little evidence
     (FORBID_SEX, _with(["importance_test", "details", "features", "sex", "marginal",
-                        "rows_used"], 50), "fewer than min_rows = 200"),
+                        "rows_tested"], 50), "fewer than min_rows = 200"),
+    # evidence that cannot show absence: one value, a misfit sampler, a looser alpha, too few
+    # permutations
+    (FORBID_SEX, _with(["importance_test", "details", "features", "sex", "distinct_values"],
+                       1), "single value"),
+    (FORBID_SEX, _with(["importance_test", "details", "features", "sex", "conditional",
+                        "reliable"], False), "does not match the data"),
+    (FORBID_SEX, _without(["importance_test", "details", "features", "sex", "conditional",
+                           "reliable"]), "does not match the data"),
+    (FORBID_SEX, _with(["importance_test", "details", "features", "sex", "marginal",
+                        "rejected"], True), "looser than 0.05"),
+    (FORBID_SEX, _with(["importance_test", "details", "features", "sex", "marginal",
+                        "min_p_value"], 0.1), "cannot reach alpha"),
+    (FORBID_SEX, _with(["importance_test", "details", "features", "sex", "marginal",
+                        "p_value"], -1.0), "outside [0, 1]"),
+    # the decision, the shift and the actionability are the policy's
+    (FLIP_SEX, _with(["flip_test", "details", "threshold"], 0.99),
+     "the policy means the predicted class"),
+    (FLIP_SEX, _without(["flip_test", "details", "threshold"]), "did not record its decision"),
+    (FLIP_SEX, _with(["flip_test", "details", "features", "sex", "rows_with_alternative"], 0),
+     "one value in the data"),
+    (FLIP_SEX, _with(["flip_test", "details", "features", "sex", "kind"], "shift"),
+     "must state the shift"),
+    (FLIP_SEX, _with(["flip_test", "details", "features", "sex", "ci_high"], 0.001),
+     "below its estimate"),
+    ({"max_fixed_rate": {"max": 0.5, "immutable": ["sex", "zip"]}}, None,
+     "treated ['zip'] as actionable"),
+    ({"max_fixed_rate": {"max": 0.5, "monotone": {"debt": -1}}}, None, "monotone"),
+    (FIXED, _with(["responsiveness", "details", "bounds"], {"income": [None, 1e6]}),
+     "bounds"),
+    ({"max_fixed_rate": {"max": 0.5, "target": 0}}, None, "favourable decision is 0"),
+    ({"max_fixed_rate": {"max": 0.5, "threshold": 0.7}}, None, "threshold 0.7"),
+    (TOPK, _with(["responsiveness", "details", "adverse_rows"], 0), "no adverse decision"),
+    (FIXED, _with(["responsiveness", "details", "fixed_rate"], -0.5), "outside [0, 1]"),
+    ({"max_rank_spread": {"max": 10}}, None, "run it with top_k >= 5"),
+    (SPREAD, _with(["rashomon", "details", "features", "age"], ["x"]), "is missing"),
+    ({"max_rank_spread": {"max": 10, "features": ["age"]}},
+     _with(["rashomon", "details", "features", "age", "rank_spread"], 0.4), "not a count"),
     (FIXED, _with(["responsiveness", "details", "adverse_rows"], 0), "no adverse decision"),
     (SPREAD, _with(["rashomon", "details", "models_kept"], 3), "only 3 refits"),
     (TOPK, _with(["responsiveness", "details", "methods"], {}), "no reasons of 'kernel_shap'"),
@@ -149,6 +212,8 @@ SPREAD = {"max_rank_spread": {"max": 10}}
     (FLIP_SEX, _with(["flip_test", "details", "features", "sex", "ci_high"], None),
      "not a finite number"),
     (FIXED, _with(["responsiveness", "details", "fixed_rate"], True), "not a finite number"),
+    (TOPK, _with(["responsiveness", "details", "methods", "kernel_shap"], ["x"]),
+     "no reasons of 'kernel_shap'"),
     (SPREAD, _with(["rashomon", "details"], "x"), "no details"),
 ])
 def test_rules_fail_closed(rule, stability, words):
@@ -182,15 +247,21 @@ def test_recompute_runs_the_checks_the_rules_read_with_their_features():
         {"name": "a", "forbid_significant": {"features": ["sex"], "alpha": 0.01}},
         {"name": "b", "require_significant": {"features": ["income"],
                                               "test": "marginal"}},
-        {"name": "c", "max_flip_rate": {"feature": "sex", "max": 0.01}},
-        {"name": "d", "require_actionable_top_k": {"method": "kernel_shap", "k": 2}},
+        {"name": "c", "max_flip_rate": {"feature": "sex", "max": 0.01, "threshold": 0.6}},
+        {"name": "d", "require_actionable_top_k": {
+            "method": "kernel_shap", "k": 2, "immutable": ["sex"], "monotone": {"income": 1},
+            "bounds": {"debt": [0, None]}, "target": 1}},
         {"name": "e", "max_rank_spread": {"max": 1}}]})
     explainers, checks = methods_named(policy)
     assert explainers == ["kernel_shap"]
+    # the gate runs each check as the policy means it: its features, decision, actionability
     assert checks == {"importance_test": {"features": ["sex", "income"],
                                           "tests": ["conditional", "marginal"], "alpha": 0.01},
-                      "flip_test": {"features": ["sex"]},
-                      "responsiveness": {"top_k": 2}, "rashomon": {}}
+                      "flip_test": {"features": ["sex"], "threshold": 0.6},
+                      "responsiveness": {"immutable": ["sex"], "monotone": {"income": 1},
+                                         "bounds": {"debt": [0, None]}, "target": 1,
+                                         "top_k": 2},
+                      "rashomon": {"top_k": 5}}
 
 
 def test_the_documents_are_not_changed_by_judging():

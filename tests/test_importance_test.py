@@ -490,8 +490,8 @@ def test_end_to_end_classifier_with_a_categorical_and_missing_values(tmp_path):
     ({"tests": []}, ["tests", "non-empty"]),
     ({"alpha": 1.5}, ["alpha", "(0, 1)", "1.5"]),
     ({"method": "exact"}, ["method", "'betting'"]),
-    ({"warmup": 1}, ["warmup", ">= 2"]),
-    ({"n_permutations": 5}, ["n_permutations", ">= 19"]),
+    ({"warmup": 1}, ["warmup", "in [2, 1000]"]),
+    ({"n_permutations": 5}, ["n_permutations", "in [19, 9999]"]),
     ({"sampler": "knockoff"}, ["sampler", "'gaussian'"]),
 ])
 def test_bad_parameters_are_refused_with_what_to_do(params, words):
@@ -512,3 +512,60 @@ def test_bad_parameters_through_explain():
     with pytest.raises(ConfigError, match="alpha"):
         mlflow_xai.explain(lambda a: a[:, 0], X, explainers=["exact_shap"], background_rows=5,
                            checks={"importance_test": {"alpha": 1.5}})
+
+
+# ------------------------------------------------------------------------------------------
+# What the governance rules read: evidence, and a sampler that does not fit
+# ------------------------------------------------------------------------------------------
+
+def test_a_misfit_sampler_is_flagged_and_the_test_marked_unreliable():
+    """z = x1^2 + noise with the default (linear) sampler: the conditional test rejects the
+    unused z, and the sampler check says the test cannot be trusted; with z linear in x1 the
+    sampler passes its check."""
+    def model(Z):
+        Z = np.asarray(Z, dtype=float)
+        return _sigmoid(Z[:, 0] ** 2 - 1 + 0.5 * Z[:, 1])
+
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=(2, 600))
+    for z, misfit in ((x1 ** 2 + 0.5 * rng.normal(size=600), True),
+                      (x1 + 0.5 * rng.normal(size=600), False)):
+        X = pd.DataFrame({"x1": x1, "x2": x2, "z": z})
+        expl = mlflow_xai.explain(model, X, explainers=["exact_shap"], progress=False,
+                                  checks={"importance_test": {"features": ["z"],
+                                                              "tests": ["conditional"]}})
+        record = expl.checks["importance_test"]["details"]["features"]["z"]["conditional"]
+        assert record["sampler_check"]["rejected"] is misfit
+        assert record["reliable"] is (not misfit)
+
+
+def test_repeated_rows_of_discrete_data_fit_the_sampler_as_they_are():
+    """z equals x1 in 95 % of rows (discrete): fitted on every row, the sampler knows that and
+    the unused z is not rejected (fitted on distinct rows only it was, in 20 of 20 runs)."""
+    rejected = 0
+    for r in range(10):
+        rng = np.random.default_rng(r)
+        X = rng.integers(0, 2, size=(400, 3)).astype(float)
+        X[:, 2] = np.where(rng.random(400) < 0.95, X[:, 0], 1 - X[:, 0])
+        ctx, _ = _ctx(X, lambda Z: _sigmoid(2 * Z[:, 0] + Z[:, 1] - 1.5), ["x1", "x2", "z"],
+                      seed=r)
+        result = ImportanceTest(features=["z"], tests=["conditional"]).run(ctx)
+        rejected += result.details["features"]["z"]["conditional"]["rejected"]
+    assert rejected <= 1
+
+
+def test_details_record_the_evidence_the_rules_need():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 3))
+    X[:, 2] = 1.0  # one value: no test can show anything about it
+    ctx, _ = _ctx(X, lambda Z: _sigmoid(Z[:, 0]), ["a", "b", "c"])
+    details = ImportanceTest(tests=["marginal"]).run(ctx).details
+    assert details["features"]["c"]["distinct_values"] == 1
+    a = details["features"]["a"]["marginal"]
+    # betting: the warm-up rows (20 steps of 2 rows) are not tested rows
+    assert a["rows_tested"] == a["rows_used"] - 40 and a["min_p_value"] == 0.0
+    ctx, _ = _ctx(X[:80], lambda Z: _sigmoid(Z[:, 0]), ["a", "b", "c"])
+    small = ImportanceTest(tests=["marginal"], n_permutations=39).run(ctx).details
+    assert small["method"] == "permutation"
+    assert small["features"]["b"]["marginal"]["min_p_value"] == pytest.approx(1 / 40)
+    assert small["features"]["b"]["marginal"]["rows_tested"] == 80

@@ -444,3 +444,25 @@ def test_default_refit_seeds_every_random_state():
     forest = sklearn_refit(RandomForestClassifier(n_estimators=3))(A, y, 5)
     assert forest.random_state == 5 and hasattr(forest, "estimators_")
     assert sklearn_refit(lambda Z: Z) is None and sklearn_refit(None) is None
+
+
+def test_max_seconds_bounds_the_refitting_time():
+    """Refitting is training, which the planner cannot see: max_seconds stops it (after at
+    least two fits) and says so."""
+    import time
+
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(120, 3))
+    y = A @ np.array([1.0, 2.0, 0.0]) + rng.normal(0, 0.1, 120)
+    X = pd.DataFrame(A, columns=["a", "b", "c"])
+
+    def slow(Xf, yf, fit_seed):
+        time.sleep(0.15)
+        return LinearRegression().fit(Xf, yf)
+
+    expl = _run(LinearRegression().fit(X, y), X, y,
+                {"rashomon": {"n_models": 50, "refit": slow, "max_seconds": 0.4,
+                              "epsilon_absolute": 1.0}})
+    d = expl.checks["rashomon"]["details"]
+    assert 2 <= d["models_fitted"] < 10
+    assert d["stopped_by_max_seconds"] == d["models_fitted"]

@@ -20,6 +20,7 @@ from mlflow_xai_checks.recourse import (
     top_k_actionable,
 )
 from scipy.stats import binomtest
+from sklearn.linear_model import LogisticRegression
 
 import mlflow_xai
 from mlflow_xai.errors import ConfigError
@@ -429,7 +430,7 @@ def test_fixed_predictions_of_a_classifier_and_joint_rescues():
     expl = mlflow_xai.explain(
         model, frame, explainers=["exact_shap"], background_rows=20,
         checks={"responsiveness": {"immutable": ["age"], "n_joint": 400,
-                                   "max_fixed_rate": 0.05}})
+                                   "max_fixed_rate": 0.05, "target": "approve"}})
     entry = expl.checks["responsiveness"]
     X = frame.to_numpy()
     decision = model.predict(X)
@@ -445,7 +446,8 @@ def test_fixed_predictions_of_a_classifier_and_joint_rescues():
     bounded = mlflow_xai.explain(
         model, frame, explainers=["exact_shap"], background_rows=20,
         checks={"responsiveness": {"immutable": ["age"], "n_joint": 400,
-                                   "bounds": {"a": [None, 0.9]}, "max_fixed_rate": 0.05}})
+                                   "bounds": {"a": [None, 0.9]}, "max_fixed_rate": 0.05,
+                                   "target": "approve"}})
     entry = bounded.checks["responsiveness"]
     # With a capped below 1, a row is fixed iff it is adverse, age < 30 and a < 1.
     fixed = adverse & (X[:, 1] < 30) & (X[:, 2] < 1)
@@ -467,7 +469,44 @@ def test_responsiveness_parameter_errors_and_a_regressor_without_threshold(lendi
             ({"immutable": ["salary"]}, r"unknown feature\(s\) \['salary'\].*'income'"),
             ({"monotone": {"income": 0}}, r"monotone\['income'\] must be \+1"),
             ({"bounds": {"income": [90, 10]}}, r"low 90 is above high 10"),
-            ({"n_grid": 1}, r"n_grid must be an integer >= 2"),
+            ({"n_grid": 1}, r"n_grid must be an integer in \[2, 1000\]"),
             ({"target": "yes"}, r"pass target=True or target=False")):
         with pytest.raises(ConfigError, match=message):
             _explain(model, lending, {"responsiveness": {"threshold": 50.0, **params}})
+
+
+def test_what_a_submitter_could_choose_to_make_nothing_flip_is_refused():
+    """A threshold no probability crosses, a shift of 0, a shift of a 0/1 column, and an
+    unnamed favourable decision among labels that do not say which is favourable."""
+    proba = np.array([[0.3, 0.7], [0.6, 0.4]])
+    for threshold in (0.0, 1.0, 1.5, -1.0):
+        with pytest.raises(ConfigError, match=r"not inside \(0, 1\)"):
+            make_decider(proba, is_classifier=True, classes=[0, 1], threshold=threshold)
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"income": rng.normal(50, 10, 200), "sex": rng.integers(0, 2, 200) * 1.0})
+    model = LogisticRegression().fit(X, (X["income"] + 5 * X["sex"] > 52).astype(int))
+    for shift, words in (({"income": 0.0}, "non-zero"), ({"income": [1.0] * 101}, "1 to 100"),
+                         ({"sex": 1.0}, "remove it from shift")):
+        expl = mlflow_xai.explain(model, X, explainers=["exact_shap"], progress=False,
+                                  strict=False, checks={"flip_test": {"features": list(shift),
+                                                                      "shift": shift}})
+        assert expl.checks["flip_test"]["status"] == "failed"
+        assert words in expl.checks["flip_test"]["error"]
+    labels = np.where(X["income"] > 50, "approve", "decline")
+    named = LogisticRegression().fit(X, labels)
+    expl = mlflow_xai.explain(named, X, explainers=["exact_shap"], progress=False,
+                              strict=False, checks={"responsiveness": {"immutable": ["sex"]}})
+    assert "which decision is favourable" in expl.checks["responsiveness"]["error"]
+
+
+def test_a_one_valued_attribute_flips_no_row_and_says_so():
+    rng = np.random.default_rng(2)
+    X = pd.DataFrame({"income": rng.normal(50, 10, 100), "sex": np.zeros(100)})
+    model = LogisticRegression().fit(X.assign(sex=rng.integers(0, 2, 100)),
+                                     (X["income"] > 50).astype(int))
+    expl = mlflow_xai.explain(model, X, explainers=["exact_shap"], progress=False,
+                              checks={"flip_test": {"features": ["sex"]}})
+    entry = expl.checks["flip_test"]["details"]
+    assert entry["threshold"] is None and entry["positive_class"] is None
+    assert entry["features"]["sex"]["rows_with_alternative"] == 0
+    assert entry["features"]["sex"]["flip_rate"] == 0.0

@@ -318,7 +318,7 @@ class BettingStream:
             rejected=self.rejected, rows_used=self.rows_used, steps=self.steps,
             method="betting", stopped_early=bool(stopped),
             info={"max_wealth": float(self.max_wealth),
-                  "bet_steps": max(0, self.steps - self.warmup)})
+                  "bet_steps": max(0, self.steps - self.warmup), "kind": self.kind})
 
 
 def fit_output_regression(y: np.ndarray, rest: np.ndarray, categorical: np.ndarray,

@@ -46,7 +46,10 @@ normal of a joint normal fit. Categorical columns and columns with at most 10 di
 values. The conditional test's error control is only as good as the sampler (the model-X
 assumption): when the true law of X_j given X_-j is not the fitted one (nonlinear,
 heteroscedastic), null draws differ from real rows and a feature the model does not use can be
-rejected. The sampler is fitted on the same rows it is tested on, which errs on the
+rejected. So each conditional test also checks its sampler (:func:`sampler_check`, recorded
+as ``sampler_check`` and ``reliable``): real (x_j, x_-j) against sampled points, by the same
+betting game at level 0.01; when it rejects, the governance rules do not trust the conditional
+test. The sampler is fitted on the same rows it is tested on, which errs on the
 conservative side (in-sample, the real residuals are orthogonal to the regressors, the drawn
 ones are not). Measured at alpha = 0.05, 200 runs of sigmoid(x1 + x2) with an ignored z
 (tests/test_importance_test.py): betting rejects z in 0/200 runs (marginal and conditional,
@@ -98,6 +101,9 @@ from ._betting import (
 
 #: Rows predicted per model call (and per feeding of a stream).
 PREDICT_BATCH = 64
+#: The level of the sampler check: a false alarm makes the conditional test unusable for a
+#: policy (it fails closed), so it is stricter than the tests' usual 0.05.
+SAMPLER_CHECK_ALPHA = 0.01
 #: Fewer complete rows than this and the conditional sampler is not fitted.
 MIN_SAMPLER_ROWS = 10
 
@@ -120,8 +126,8 @@ class ImportanceTest(Check):
     param_types: ClassVar[dict[str, str]] = {
         "features": "list[str] | None", "tests": "list[str]", "alpha": "float in (0, 1)",
         "method": "'auto' | 'betting' | 'permutation'", "min_betting_rows": "int >= 10",
-        "n_permutations": "int >= 19", "sampler": "'auto' | 'gaussian' | 'regression'",
-        "warmup": "int >= 2", "max_rows": "int > 0 | None"}
+        "n_permutations": "int in [19, 9999]", "sampler": "'auto' | 'gaussian' | 'regression'",
+        "warmup": "int in [2, 1000]", "max_rows": "int > 0 | None"}
 
     def supports(self, ctx: CheckContext) -> str | None:
         if ctx.data_type != "tabular":
@@ -178,7 +184,9 @@ class ImportanceTest(Check):
         for feature in features:
             j = names.index(feature)
             missing = np.isnan(ordered[:, j])
-            entry: dict[str, Any] = {"rows_missing": int(missing.sum())}
+            # A feature with one value in the rows shows nothing about dependence on it.
+            entry: dict[str, Any] = {"rows_missing": int(missing.sum()),
+                                     "distinct_values": len(np.unique(ordered[~missing, j]))}
             for t_index, test in enumerate(tests):
                 usable = np.flatnonzero(~missing if test == "marginal" else complete)
                 rng = np.random.default_rng([abs(int(ctx.seed)), j, t_index])
@@ -186,8 +194,15 @@ class ImportanceTest(Check):
                                     samplers.get(j), categorical, params, rng)
                 record = outcome.as_details()
                 record["rows_dropped_missing"] = int(rows_available - len(usable))
+                record.update(_evidence(outcome))
                 if test == "conditional":
                     record["sampler"] = samplers[j].kind
+                    check = sampler_check(ordered[usable], j, samplers[j],
+                                          j in categorical, np.random.default_rng(
+                                              [abs(int(ctx.seed)), j, 99]))
+                    record["sampler_check"] = check
+                    # A sampler that does not match the data voids the test's error control.
+                    record["reliable"] = not check["rejected"]
                 entry[test] = record
                 segment = segments[feature]
                 result.figures[f"{segment}/{test}/p_value"] = float(outcome.p_value)
@@ -199,6 +214,36 @@ class ImportanceTest(Check):
         details["model_rows_predicted"] = predictions.rows_predicted
         result.details = details
         return result
+
+
+def _evidence(outcome: IndependenceOutcome) -> dict[str, Any]:
+    """How much the outcome can show: ``rows_tested`` (rows that entered the decision: those
+    bet on, not the warm-up; every row of a permutation test) and ``min_p_value`` (the
+    smallest p-value the test could give: 1 / (B + 1) for B permutations, 0 for betting)."""
+    if outcome.method == "permutation":
+        return {"rows_tested": int(outcome.rows_used),
+                "min_p_value": 1.0 / (int(outcome.steps) + 1)}
+    per_step = 2 if outcome.info.get("kind") == "marginal" else 1
+    return {"rows_tested": int(outcome.info.get("bet_steps", 0)) * per_step,
+            "min_p_value": 0.0}
+
+
+def sampler_check(rows: np.ndarray, j: int, sampler: ConditionalSampler, categorical: bool,
+                  rng: np.random.Generator) -> dict[str, Any]:
+    """Does the sampler's law of X_j given the others match the data? The same betting game
+    on real (x_j, x_-j) against sampled (x~_j, x_-j) points, with no model output (no model
+    calls), at :data:`SAMPLER_CHECK_ALPHA`. Rejected: the sampler is misspecified (e.g. linear
+    where the dependence is not) and the conditional test may reject a feature the model does
+    not use. Measured: a linear sampler of z = x1^2 + noise flagged in 19 of 20 data sets of
+    600 rows; a correct one in 0 of 200 (linear Gaussian) and 0 of 100 (an independent 0/1
+    column)."""
+    rest = np.delete(rows, j, axis=1)
+    stream = BettingStream("conditional", alpha=SAMPLER_CHECK_ALPHA, warmup=20,
+                           categorical=categorical)
+    stream.feed(np.zeros((len(rows), 1)), rows[:, j], sampler.sample(rest, rng), rest)
+    out = stream.outcome(len(rows))
+    return {"p_value": float(out.p_value), "rejected": bool(out.rejected),
+            "rows_used": int(out.rows_used)}
 
 
 def _features(requested: list[str] | None, names: list[str]) -> list[str]:
@@ -226,11 +271,17 @@ def _tests(requested: list[str]) -> list[str]:
 
 
 def _complete_rows(X: np.ndarray, background: np.ndarray | None) -> np.ndarray:
-    """The rows of ``X`` and the background without missing values, each distinct row once
-    (the default background is a sample of the data: no row counts twice)."""
-    rows = X if background is None else np.vstack([X, np.asarray(background, dtype=float)])
-    rows = rows[~np.isnan(rows).any(axis=1)]
-    return np.unique(rows, axis=0) if len(rows) else rows
+    """The rows of ``X`` without missing values, every one (repeated rows are how discrete
+    data shows its law: dropping them fits the wrong conditional), plus the background rows
+    that are not rows of ``X`` (the default background is a sample of the data)."""
+    rows = X
+    if background is not None and len(background):
+        background = np.asarray(background, dtype=float)
+        seen = {r.tobytes() for r in np.ascontiguousarray(X)}
+        extra = [r for r in np.ascontiguousarray(background) if r.tobytes() not in seen]
+        if extra:
+            rows = np.vstack([X, np.array(extra)])
+    return rows[~np.isnan(rows).any(axis=1)]
 
 
 class _LazyPredictions:

@@ -75,6 +75,7 @@ of 0 keeps only perfect fits (use ``epsilon_absolute``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from itertools import combinations
 from typing import Any, ClassVar
@@ -140,7 +141,12 @@ def make_loss(kind: str, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         values = np.asarray(y, dtype=float)
 
         def squared(out: np.ndarray) -> np.ndarray:
-            err = (out - values[None]) ** 2
+            if out.ndim == values.ndim + 2 and out.shape[-1] != 1:
+                raise InvalidInputError(
+                    f"the model returns {out.shape[-1]} outputs per row and the targets one "
+                    "number: a classifier's probabilities need model_type='classifier' and a "
+                    "model whose classes are known (a scikit-learn classifier)")
+            err = (out.reshape(out.shape[:2] + values.shape[1:]) - values[None]) ** 2
             return err.reshape(len(err), -1).mean(axis=1)
 
         return squared
@@ -361,12 +367,13 @@ class Rashomon(Check):
     defaults: ClassVar[dict[str, Any]] = {
         "n_models": 20, "epsilon": "auto", "epsilon_absolute": None, "validation_share": 0.3,
         "top_k": None, "n_repeats": 2, "refit": None, "max_rank_spread": None,
-        "max_rows": None}
+        "max_rows": None, "max_seconds": 300.0}
     param_types: ClassVar[dict[str, str]] = {
-        "n_models": "int >= 2", "epsilon": "'auto' | float >= 0", "epsilon_absolute": "float >= 0 | None",
-        "validation_share": "float in (0, 1)", "top_k": "int > 0 | None",
-        "n_repeats": "int >= 1", "refit": "any", "max_rank_spread": "int >= 0 | None",
-        "max_rows": "int > 0 | None"}
+        "n_models": "int in [2, 1000]", "epsilon": "'auto' | float >= 0",
+        "epsilon_absolute": "float >= 0 | None", "validation_share": "float in (0, 1)",
+        "top_k": "int > 0 | None", "n_repeats": "int in [1, 100]", "refit": "any",
+        "max_rank_spread": "int >= 0 | None", "max_rows": "int > 0 | None",
+        "max_seconds": "float > 0 | None"}
 
     def _params(self) -> dict[str, Any]:
         params = self.validate_params()
@@ -432,7 +439,15 @@ class Rashomon(Check):
         singles = [[j] for j in range(d)]
         models: list[Any] = []
         losses, importances, seeds, failures = [], [], [], []
+        started = time.perf_counter()
+        stopped_at = None
         for i in range(params["n_models"]):
+            # Refitting is training, which the planner's budget (model evaluations) does not
+            # see: max_seconds bounds it; the fits done so far are the set.
+            if params["max_seconds"] is not None and i >= 2 and \
+                    time.perf_counter() - started > params["max_seconds"]:
+                stopped_at = i
+                break
             boot = train[np.random.default_rng([seed, i]).integers(0, len(train), len(train))]
             try:
                 model = refit(ctx.to_model_input(X_all[boot]), y_all[boot], seed + i)
@@ -453,7 +468,7 @@ class Rashomon(Check):
             first = f"; first error: {failures[0]['error']}" if failures else ""
             return CheckResult(status="skipped", reason=(
                 f"rashomon: only {len(models)} of {params['n_models']} refits succeeded"
-                f"{first}. Pass refit= with a callable that fits this model"))
+                f"{first}. Fix that, or pass refit= with a callable that fits this model"))
         losses_arr = np.asarray(losses)
         margin_rule, margin = self._margin(params, losses_arr, models, X_val, loss_kind, y_loss)
         kept, best = kept_mask(losses_arr, None, margin)
@@ -498,6 +513,7 @@ class Rashomon(Check):
             "epsilon_absolute": (None if params["epsilon_absolute"] is None
                                  else float(params["epsilon_absolute"])),
             "epsilon_rule": margin_rule, "loss_margin": float(margin),
+            "stopped_by_max_seconds": stopped_at,
             "best_loss": best, "loss": loss_kind,
             "importance": "model reliance (loss increase, permutation)", "top_k": k,
             "validation_rows": len(val), "training_rows": len(train),

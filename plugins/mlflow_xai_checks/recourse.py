@@ -76,6 +76,8 @@ from mlflow_xai.plugin_api import (
     feature_metric_names,
 )
 
+#: The most shift amounts per feature (each one is a model call per row).
+MAX_SHIFTS = 100
 #: The parameters both checks share: how a row's output becomes a decision.
 DECISION_DEFAULTS: dict[str, Any] = {"threshold": None, "positive_class": None}
 DECISION_TYPES: dict[str, str] = {"threshold": "float | None", "positive_class": "any"}
@@ -144,6 +146,11 @@ def make_decider(out: np.ndarray, *, is_classifier: bool, classes: list[Any] | N
                               "'output >= threshold' (e.g. threshold=0.5).")
         return Decider(None, labels, None, "predicted class")
     threshold = float(threshold)
+    if is_classifier and not 0.0 < threshold < 1.0:
+        # Outside (0, 1) every probability falls on one side: one decision for every row,
+        # so nothing could ever flip or be rescued.
+        raise ConfigError(f"threshold {threshold:g} is not inside (0, 1): a classifier's "
+                          "decision compares a probability with it; pass e.g. threshold=0.5.")
     if not two_d:
         if is_classifier:
             name = positive_class if positive_class is not None else (
@@ -346,6 +353,11 @@ class FlipTest(Check):
                 continue
             observed = _observed(ctx, j)
             distinct = np.unique(observed)
+            if feature in shift and len(distinct) <= params["max_levels"]:
+                raise ConfigError(
+                    f"flip_test: '{feature}' has {len(distinct)} values (at most "
+                    f"max_levels={params['max_levels']}) and is set to each of them; remove it "
+                    "from shift (or lower max_levels to shift it).")
             if feature not in shift and len(distinct) <= params["max_levels"]:
                 plans[feature] = FlipPlan("values", distinct,
                                           [jsonable(float(v)) for v in distinct], [])
@@ -356,6 +368,10 @@ class FlipTest(Check):
                     f"(more than max_levels={params['max_levels']}): pass shift={{'{feature}': "
                     "amount} (a number or a list of numbers), or raise max_levels.")
             amounts = _numbers(shift[feature], f"flip_test: shift['{feature}']")
+            if any(a == 0 for a in amounts) or len(amounts) > MAX_SHIFTS:
+                raise ConfigError(f"flip_test: shift['{feature}'] must be 1 to {MAX_SHIFTS} "
+                                  f"non-zero amounts (a shift of 0 changes nothing), got "
+                                  f"{shift[feature]!r}.")
             # A missing value has nothing to shift: it is set to the quantiles instead.
             levels = (np.unique(np.quantile(observed, np.linspace(0, 1, params["max_levels"]),
                                             method="inverted_cdf"))
@@ -396,7 +412,12 @@ class FlipTest(Check):
                      "ci_low": _float(summary["ci_low"]), "ci_high": _float(summary["ci_high"]),
                      "rows": n, "flips": summary["flips"], "kind": plan.kind,
                      "alternatives": alternatives,
+                     # Rows that had another value to take: 0 when the feature has one value
+                     # in the data (nothing was flipped, so a rate of 0 shows nothing).
+                     "rows_with_alternative": len(np.unique(row)),
                      "missing_rows": int(np.isnan(X[:, j]).sum())}
+            if plan.kind == "shift":
+                entry["shift"] = [jsonable(a) for a in plan.shifts]
             if plan.kind == "shift" and entry["missing_rows"]:
                 entry["missing_set_to"] = plan.labels
             features[feature] = entry
@@ -407,8 +428,16 @@ class FlipTest(Check):
             if params["max_flip_rate"] is not None:
                 result.thresholds[f"{s}/flip_rate"] = {"max": params["max_flip_rate"]}
         result.details = {"confidence": params["confidence"], "decision": decide.text,
-                          "features": features}
+                          **_decision_params(params), "features": features}
         return result
+
+
+def _decision_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The decision rule's parameters as ``details`` records them (a policy compares them
+    with the decision it means)."""
+    threshold = params["threshold"]
+    return {"threshold": None if threshold is None else float(threshold),
+            "positive_class": jsonable(params["positive_class"])}
 
 
 def _float(value: Any) -> float | None:
@@ -538,7 +567,8 @@ class Responsiveness(Check):
         **DECISION_DEFAULTS}
     param_types: ClassVar[dict[str, str]] = {
         "immutable": "list[str] | None", "monotone": "dict | None", "bounds": "dict | None",
-        "target": "any", "n_grid": "int >= 2", "n_joint": "int >= 0", "top_k": "int >= 1",
+        "target": "any", "n_grid": "int in [2, 1000]", "n_joint": "int in [0, 10000]",
+        "top_k": "int in [1, 100]",
         "max_fixed_rate": "float in [0, 1] | None",
         "min_actionable_top_k_share": "float in [0, 1] | None", **DECISION_TYPES}
 
@@ -619,7 +649,8 @@ class Responsiveness(Check):
                                  if j not in action.immutable else 0}
         top_k = min(params["top_k"], d)
         details: dict[str, Any] = {
-            "target": jsonable(target), "decision": decide.text, "rows": int(n),
+            "target": jsonable(target), "decision": decide.text, **_decision_params(params),
+            "rows": int(n),
             "adverse_rows": int(na), "fixed_rows": fixed_rows, "fixed_rate": float(fixed_rate),
             "top_k": int(top_k), "immutable": [names[j] for j in sorted(action.immutable)],
             "monotone": {names[j]: s for j, s in action.monotone.items()},
@@ -649,6 +680,12 @@ class Responsiveness(Check):
             if not labels:
                 raise ConfigError("responsiveness: the model's classes are unknown; pass "
                                   "target=<the desired label>.")
+            # Only 0/1 (or False/True) labels say which decision is favourable: with others
+            # (approve/decline) the last in sort order may well be the adverse one.
+            if {str(c) for c in labels} not in ({"0", "1"}, {"False", "True"}, {"0.0", "1.0"}):
+                raise ConfigError(
+                    f"responsiveness: which decision is favourable? The classes are "
+                    f"{[jsonable(c) for c in labels]}; pass target=<the favourable label>.")
             return labels[-1]
         if labels:
             index = _find(labels, value)
