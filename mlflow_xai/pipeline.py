@@ -333,8 +333,12 @@ def _selector_names(config: XaiConfig, registry: Any) -> list[str]:
 def _resolve_model_and_device(model: Any, config: XaiConfig) -> tuple[str, ModelAdapter]:
     device = resolve_device(config.device)
     adapter = resolve_model(model, device=device)
+    # The caller's word (model_type, e.g. from mlflow.models.evaluate) settles what the
+    # model's own type cannot tell: a plain function or a generic pyfunc.
     if config.model_type == "regressor":
         adapter.is_classifier = False
+    elif config.model_type == "classifier":
+        adapter.is_classifier = True
     return device, adapter
 
 

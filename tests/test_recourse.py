@@ -510,3 +510,27 @@ def test_a_one_valued_attribute_flips_no_row_and_says_so():
     assert entry["threshold"] is None and entry["positive_class"] is None
     assert entry["features"]["sex"]["rows_with_alternative"] == 0
     assert entry["features"]["sex"]["flip_rate"] == 0.0
+
+
+def test_model_type_classifier_makes_a_plain_function_a_classifier():
+    """A plain function returning probabilities is a classifier when the caller says so
+    (mlflow.models.evaluate(model_type="classifier") does): its decision is the predicted
+    class, so flip_test runs without a threshold."""
+    rng = np.random.default_rng(4)
+    X = pd.DataFrame({"income": rng.normal(0, 1, 200), "sex": rng.integers(0, 2, 200) * 1.0})
+
+    def proba(Z):
+        Z = np.asarray(Z, dtype=float)
+        p = 1 / (1 + np.exp(-(Z[:, 0] + 2 * Z[:, 1] - 1)))
+        return np.column_stack([1 - p, p])
+
+    expl = mlflow_xai.explain(proba, X, explainers=["exact_shap"], progress=False,
+                              model_type="classifier", checks={"flip_test": {"features": ["sex"]}})
+    entry = expl.checks["flip_test"]
+    assert entry["status"] == "ok" and entry["details"]["decision"] == "predicted class"
+    A = X.to_numpy()
+    flips = np.mean(proba(A).argmax(1) != proba(np.column_stack([A[:, 0], 1 - A[:, 1]])).argmax(1))
+    assert entry["details"]["features"]["sex"]["flip_rate"] == pytest.approx(flips)
+    plain = mlflow_xai.explain(proba, X, explainers=["exact_shap"], progress=False,
+                               checks={"flip_test": {"features": ["sex"]}})
+    assert "needs threshold" in plain.checks["flip_test"]["reason"]
