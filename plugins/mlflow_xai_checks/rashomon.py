@@ -64,13 +64,15 @@ a few large predict calls per fit (at most :data:`MAX_CELLS_PER_CALL` cells each
 
 Limits: the refits train on the rows the run explains (``explain``'s ``max_rows``, 1000 by
 default), not on the model's own training set, so they are usually fitted on less data than the
-explained model; pass more rows for a closer set. The set is an approximation (refits of one model class on bootstrap resamples, not the
-paper's search over weight perturbations): it can only show the spread that class's training
+explained model; pass more rows for a closer set. The set is an approximation (refits of one
+model class on bootstrap resamples, not the paper's search over weight perturbations): it can only show the spread that class's training
 randomness produces, and with a deterministic model class on little data the bootstrap is the
 only source. Model reliance on permuted columns evaluates the model off the data manifold when
 features are correlated (it credits a feature for what its correlate carries); the spread across
 fits is what is reported, not which attribution is right. Relative ``epsilon`` with a best loss
-of 0 keeps only perfect fits (use ``epsilon_absolute``).
+of 0 keeps only perfect fits (use ``epsilon_absolute``). Training time is not in the
+planner's budget (it counts model evaluations): ``max_seconds`` (300) stops refitting after at
+least two fits and records ``stopped_by_max_seconds``.
 """
 
 from __future__ import annotations

@@ -11,9 +11,11 @@ query the model through ``ctx.predict_full`` (counted in ``model_evals``).
 **Decisions** (shared). Classifiers without ``threshold``: the predicted label
 ``classes[argmax]`` of the probability output (a classifier's 1-D output is taken as labels as
 it is). With ``threshold``: ``P(positive_class) >= threshold`` (``positive_class`` defaults to
-the last class; a 1-D classifier output is read as that probability). Regressors need
-``threshold``: ``output >= threshold`` (a multi-output regressor also needs
-``positive_class``: the output column compared).
+the last class; a 1-D classifier output is read as that probability; a classifier's threshold
+must lie inside (0, 1), else every row gets one decision). Regressors need ``threshold``:
+``output >= threshold`` (a multi-output regressor also needs ``positive_class``: the output
+column compared). ``details`` records ``threshold`` and ``positive_class``: a policy states the
+decision it means and its rule fails unless the check used it.
 
 **flip_test**. For each named feature and every explained row, the feature is set to each of
 its other values: every other category (categorical columns); every other observed value
@@ -39,7 +41,10 @@ category for a categorical one; for a numeric one the ``n_grid`` empirical quant
 plus the given bounds' ends, kept within [low, high] and in the monotone direction (> x_j for
 +1, < x_j for -1), x_j itself excluded (a missing x_j has no direction: every point within the
 bounds). ``R_j(x)`` = share of the reachable points where the decision equals ``target``
-(0 for an empty set), computed for the *adverse* rows (decision != target) only. A row is a
+(the favourable decision: a label, or True for "score >= threshold"; without it, label 1 or
+True, and other labels such as approve/decline are refused: the last class in sort order may
+be the adverse one; 0 for an empty set), computed for the *adverse* rows (decision !=
+target) only. A row is a
 *fixed prediction* when every R_j = 0 and none of ``n_joint`` random joint actions (each
 mutable feature independently kept, with probability 1/2, or moved to a uniform point of its
 reachable set) reaches the target. Reasons: for each local explanation, the top-k features by
