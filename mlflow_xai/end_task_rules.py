@@ -173,6 +173,11 @@ def _judge_forbid_significant(spec: Any, details: dict[str, Any]) -> tuple[bool,
             blunt.append(f"{label}: at best p = {result['min_p_value']:.3g}")
         elif _count(result.get("rows_tested"), f"the rows tested by {label}") < spec.min_rows:
             thin.append(f"{label}: {result['rows_tested']} rows")
+        elif test == "conditional" and _count(
+                result.get("effective_rows"), f"the effective rows of {label}") < spec.min_rows:
+            # The other features nearly determine it: the redrawn values are the real ones.
+            thin.append(f"{label}: {result['effective_rows']} effective rows (the other "
+                        f"features leave {result.get('independent_share', 0):.1%} of it free)")
     if significant:
         return False, smallest, (f"the output depends on {', '.join(significant)} at alpha "
                                  f"{spec.alpha}")
@@ -212,6 +217,13 @@ def _require_decision(spec: Any, details: dict[str, Any], check: str) -> None:
         raise _Unjudgeable(f"{check} decided by '{details.get('decision')}', but the policy "
                            f"means {said}: run it with the policy's threshold (or state the "
                            "threshold in the rule)")
+    # The class the threshold applies to: another one turns the decision around.
+    recorded = details.get("positive_class", "missing")
+    if recorded == "missing" or (recorded is None) != (spec.positive_class is None) or (
+            recorded is not None and not _same(recorded, spec.positive_class)):
+        raise _Unjudgeable(f"{check} decided by '{details.get('decision')}' with positive_class "
+                           f"{recorded!r}; the policy's is {spec.positive_class!r} (none: the "
+                           "model's last class)")
 
 
 def _judge_max_flip_rate(spec: Any, details: dict[str, Any]) -> tuple[bool, Any, str]:
@@ -238,22 +250,27 @@ def _judge_max_flip_rate(spec: Any, details: dict[str, Any]) -> tuple[bool, Any,
             raise _Unjudgeable(f"flip_test shifted '{spec.feature}' by {used}; the policy "
                                "must state the shift it means (shift: ...) and the check use "
                                "it")
+    flips = _count(result.get("flips"), f"the flipped rows of '{spec.feature}'")
+    if flips > rows or abs(flips / rows - rate) > 1e-9:
+        raise _Unjudgeable(f"the flip rate {rate} of '{spec.feature}' is not {flips} of {rows} "
+                           "rows: cannot judge")
     if spec.bound == "estimate":
         value, what = rate, "flip rate"
     else:
-        value = _share(result.get("ci_high"), f"the flip rate's upper bound of "
-                                              f"'{spec.feature}'")
-        if value < rate:
-            raise _Unjudgeable(f"the upper bound {value} of the flip rate of '{spec.feature}' "
-                               f"is below its estimate {rate}: cannot judge")
-        what = (f"upper {_confidence(details)} bound of the flip rate (estimate "
+        # The rule's own bound, at the policy's confidence (the check's may differ).
+        value = clopper_pearson_upper(flips, rows, spec.confidence)
+        what = (f"upper {100 * spec.confidence:g}% bound of the flip rate (estimate "
                 f"{rate:.3g} on {rows} rows)")
     return value <= spec.max, value, f"{what}: {bound_text(value, {'max': spec.max})}"
 
 
-def _confidence(details: dict[str, Any]) -> str:
-    level = details.get("confidence")
-    return f"{100 * level:g}%" if isinstance(level, (int, float)) else "confidence"
+def clopper_pearson_upper(flips: int, rows: int, confidence: float) -> float:
+    """The upper end of the two-sided Clopper-Pearson interval of ``flips`` of ``rows``."""
+    from scipy.stats import beta
+
+    if flips >= rows:
+        return 1.0
+    return float(beta.ppf(1 - (1 - confidence) / 2, flips + 1, rows - flips))
 
 
 def _require_actionability(spec: Any, details: dict[str, Any]) -> None:
@@ -279,9 +296,15 @@ def _require_actionability(spec: Any, details: dict[str, Any]) -> None:
         raise _Unjudgeable(f"responsiveness used the bounds {bounds}, the policy states "
                            f"{dict(spec.bounds)}: a bound widens or narrows recourse, so they "
                            "must be the same")
-    if spec.target is not None and not _same(details.get("target"), spec.target):
+    wanted = spec.target
+    if wanted is None:  # the default favourable decision: label 1 (or True)
+        if not (_same(details.get("target"), 1) or details.get("target") is True):
+            raise _Unjudgeable(f"responsiveness aimed at target {details.get('target')!r}; "
+                               "the policy states none, which means label 1 (or True): state "
+                               "the favourable decision in the rule (target: ...)")
+    elif not _same(details.get("target"), wanted):
         raise _Unjudgeable(f"responsiveness aimed at target {details.get('target')!r}, the "
-                           f"policy's favourable decision is {spec.target!r}")
+                           f"policy's favourable decision is {wanted!r}")
 
 
 def _adverse_rows(details: dict[str, Any]) -> int:
@@ -327,6 +350,10 @@ def _judge_actionable_top_k(spec: Any, details: dict[str, Any]) -> tuple[bool, A
 
 
 def _judge_max_rank_spread(spec: Any, details: dict[str, Any]) -> tuple[bool, Any, str]:
+    if spec.refit == "clone" and details.get("refit") != "clone":
+        raise _Unjudgeable(f"the Rashomon set was built by a {details.get('refit')!r} refit, "
+                           "which decides what the set is: the rule needs the check's own "
+                           "refits (no refit=), or refit: any in the rule")
     kept = _count(details.get("models_kept"), "the number of refits kept")
     if kept < spec.min_models:
         raise _Unjudgeable(f"only {kept} refits were kept within epsilon of the best loss "
@@ -399,6 +426,8 @@ def check_params_for(check: str, rules: list[Any]) -> dict[str, Any]:
         params: dict[str, Any] = {"features": list(dict.fromkeys(s.feature for s in specs))}
         if specs[0].threshold is not None:
             params["threshold"] = specs[0].threshold
+        if specs[0].positive_class is not None:
+            params["positive_class"] = specs[0].positive_class
         shifts = {s.feature: s.shift for s in specs if s.shift is not None}
         if shifts:
             params["shift"] = shifts
@@ -411,6 +440,8 @@ def check_params_for(check: str, rules: list[Any]) -> dict[str, Any]:
             params["target"] = first.target
         if first.threshold is not None:
             params["threshold"] = first.threshold
+        if first.positive_class is not None:
+            params["positive_class"] = first.positive_class
         ks = [s.k for s in specs if hasattr(s, "k")]
         if ks:
             params["top_k"] = max(ks)

@@ -24,24 +24,28 @@ Rule kinds (each rule has a ``name`` and exactly one kind):
   test: both, min_rows: 200}`` fails when any named test is significant, and also when it
   cannot show absence: fewer than ``min_rows`` rows tested (warm-up rows not counted), a
   feature with one value, a test stopped at a looser alpha than the rule's, a permutation test
-  whose smallest p-value is above alpha, or a conditional sampler that failed its check.
+  whose smallest p-value is above alpha, a conditional sampler that failed its check, or a
+  conditional test whose effective rows (rows tested x the share of the feature the others
+  leave free) are under ``min_rows``.
 * flip rate (``flip_test`` check): ``max_flip_rate: {feature: sex, max: 0.01}``: the share of
   rows whose decision changes when the feature is set to another value; by default its upper
-  confidence bound (``bound: upper``; ``bound: estimate`` judges the point estimate). The
-  decision is the policy's: ``threshold`` (default none: the predicted class) and, for a
+  confidence bound, which the rule computes from the flips and rows at its own
+  ``confidence`` (0.95; ``bound: estimate`` judges the point estimate). The decision is the
+  policy's: ``threshold`` (default none: the predicted class), ``positive_class`` and, for a
   numeric feature with many values, ``shift`` must be what the check used; a feature no row
   could be set to another value of fails.
 * recourse (``responsiveness`` check): ``max_fixed_rate: {max: 0.05}`` (share of adverse
   decisions no actionable change reverses) and ``require_actionable_top_k: {method:
   kernel_shap, k: 3, min_share: 1.0}`` (share of adverse rows whose top-k reasons are all
   responsive); both fail when there is no adverse decision, and both state the actionability
-  they mean (``immutable``, ``monotone``, ``bounds``, ``target``, ``threshold``): the check must
-  have used at least those immutable features and directions, exactly those bounds, that
-  target and that threshold.
+  they mean (``immutable``, ``monotone``, ``bounds``, ``target``, ``threshold``,
+  ``positive_class``): the check must have used at least those immutable features and
+  directions, exactly those bounds, that target (none: label 1 or True) and that decision.
 * Rashomon spread (``rashomon`` check): ``max_rank_spread: {max: 1, features: [income], k: 5,
   min_models: 5}``: across the refits kept within epsilon of the best loss, no feature's rank
   (the named ones, else the top ``k``, which the check must have ranked) may move by more than
-  ``max``; fewer than ``min_models`` kept fits fail.
+  ``max``; fewer than ``min_models`` kept fits fail, and so does a set built by a user
+  ``refit`` (it decides what the set is) unless the rule says ``refit: any``.
 
 A policy is read exactly as written or refused (:class:`~mlflow_xai.errors.ConfigError`, exit 2
 in the gate): unknown keys, wrong types (``max: yes``, ``min: "0.8"``), duplicate keys, an empty
@@ -171,7 +175,10 @@ class MaxFlipRate(_Strict):
     feature: StrictStr
     max: Number = Field(ge=0, le=1)
     bound: Literal["upper", "estimate"] = "upper"
+    #: of the upper bound, which the rule computes itself from the flips and rows
+    confidence: Number = Field(default=0.95, gt=0, lt=1)
     threshold: Number | None = None
+    positive_class: StrictStr | StrictInt | bool | None = None
     shift: Number | list[Number] | None = None
 
 
@@ -185,6 +192,7 @@ class _Recourse(_Strict):
     bounds: dict[StrictStr, list[Number | None]] = Field(default_factory=dict)
     target: StrictStr | StrictInt | bool | None = None
     threshold: Number | None = None
+    positive_class: StrictStr | StrictInt | bool | None = None
 
     @model_validator(mode="after")
     def _bounds_are_intervals(self) -> _Recourse:
@@ -213,6 +221,9 @@ class MaxRankSpread(_Strict):
     #: must have ranked at least that many
     k: StrictInt = Field(default=5, ge=1)
     min_models: StrictInt = Field(default=5, ge=2)
+    #: "clone": the set must be the check's own refits (scikit-learn clone); a user ``refit``
+    #: decides what the set is, so it passes only with "any"
+    refit: Literal["clone", "any"] = "clone"
 
 
 class Rule(_Strict):

@@ -18,6 +18,7 @@ def _test(p: float, rows: int = 400) -> dict:
     return {"p_value": p, "e_value": 1 / p, "rejected": p <= 0.05, "rows_used": rows,
             "steps": rows, "method": "betting", "stopped_early": p <= 0.05,
             "rows_tested": rows - 20, "min_p_value": 0.0, "reliable": True,
+            "independent_share": 0.9, "effective_rows": int(0.9 * (rows - 20)),
             "sampler_check": {"p_value": 0.8, "rejected": False, "rows_used": rows}}
 
 
@@ -49,7 +50,7 @@ def _stability() -> dict:
                                                                    "3": 0.7},
                                         "non_actionable_reasons": {"age": 60}}}}},
         "rashomon": {"status": "ok", "details": {
-            "models_fitted": 20, "models_kept": 12, "top_k": 2,
+            "models_fitted": 20, "models_kept": 12, "top_k": 2, "refit": "clone",
             "features": {"income": {"mean": 0.3, "rank_min": 1, "rank_max": 1, "rank_spread": 0},
                          "debt": {"mean": 0.2, "rank_min": 2, "rank_max": 4, "rank_spread": 2},
                          "age": {"mean": 0.1, "rank_min": 2, "rank_max": 5, "rank_spread": 3},
@@ -75,9 +76,13 @@ def _judge(rule: dict, stability: dict | None = None) -> dict:
     # zip carries information about the output (a proxy): the marginal test catches it.
     ({"forbid_significant": {"features": ["zip"]}}, "fail", 0.01),
     ({"forbid_significant": {"features": ["zip"], "test": "conditional"}}, "pass", 0.7),
-    ({"max_flip_rate": {"feature": "sex", "max": 0.01}}, "fail", 0.011),
+    # 2 flips of 1000: the rule's own 95 % upper bound is 0.00721 (the recorded ci_high is not
+    # read), at 99.9 % 0.0120
+    ({"max_flip_rate": {"feature": "sex", "max": 0.007}}, "fail", 0.00720584),
     ({"max_flip_rate": {"feature": "sex", "max": 0.01, "bound": "estimate"}}, "pass", 0.002),
-    ({"max_flip_rate": {"feature": "sex", "max": 0.02}}, "pass", 0.011),
+    ({"max_flip_rate": {"feature": "sex", "max": 0.0073}}, "pass", 0.00720584),
+    ({"max_flip_rate": {"feature": "sex", "max": 0.01, "confidence": 0.999}}, "fail",
+     0.01199101),
     ({"max_fixed_rate": {"max": 0.05}}, "pass", 0.05),
     ({"max_fixed_rate": {"max": 0.04}}, "fail", 0.05),
     ({"require_actionable_top_k": {"method": "kernel_shap", "k": 1, "min_share": 0.9}},
@@ -183,8 +188,15 @@ SPREAD = {"max_rank_spread": {"max": 10, "k": 2}}
      "one value in the data"),
     (FLIP_SEX, _with(["flip_test", "details", "features", "sex", "kind"], "shift"),
      "must state the shift"),
-    (FLIP_SEX, _with(["flip_test", "details", "features", "sex", "ci_high"], 0.001),
-     "below its estimate"),
+    (FLIP_SEX, _with(["flip_test", "details", "features", "sex", "flips"], 7),
+     "is not 7 of 1000 rows"),
+    (FLIP_SEX, _with(["flip_test", "details", "positive_class"], 0), "positive_class 0"),
+    (FLIP_SEX, _without(["flip_test", "details", "positive_class"]), "positive_class"),
+    ({"max_fixed_rate": {"max": 0.5}}, _with(["responsiveness", "details", "target"], 0),
+     "the policy states none, which means label 1"),
+    (SPREAD, _with(["rashomon", "details", "refit"], "user"), "'user' refit"),
+    (FORBID_SEX, _with(["importance_test", "details", "features", "sex", "conditional",
+                        "effective_rows"], 12), "12 effective rows"),
     ({"max_fixed_rate": {"max": 0.5, "immutable": ["sex", "zip"]}}, None,
      "treated ['zip'] as actionable"),
     ({"max_fixed_rate": {"max": 0.5, "monotone": {"debt": -1}}}, None, "monotone"),
@@ -209,7 +221,7 @@ SPREAD = {"max_rank_spread": {"max": 10, "k": 2}}
                         "p_value"], "0.9"), "not a finite number"),
     (FORBID_SEX, _with(["importance_test", "details", "features", "sex", "marginal",
                         "p_value"], float("nan")), "not a finite number"),
-    (FLIP_SEX, _with(["flip_test", "details", "features", "sex", "ci_high"], None),
+    (FLIP_SEX, _with(["flip_test", "details", "features", "sex", "flips"], None),
      "not a finite number"),
     (FIXED, _with(["responsiveness", "details", "fixed_rate"], True), "not a finite number"),
     (TOPK, _with(["responsiveness", "details", "methods", "kernel_shap"], ["x"]),

@@ -569,3 +569,24 @@ def test_details_record_the_evidence_the_rules_need():
     assert small["method"] == "permutation"
     assert small["features"]["b"]["marginal"]["min_p_value"] == pytest.approx(1 / 40)
     assert small["features"]["b"]["marginal"]["rows_tested"] == 80
+
+
+def test_the_sampler_check_sees_a_misfit_among_many_columns_and_a_determined_feature():
+    """Checked pairwise, a linear sampler of z = x1^2 + noise is flagged with eight more
+    columns beside it; a feature the others determine (sex = title) leaves nothing free, and
+    the governance rules count its effective rows as ~0."""
+    from mlflow_xai_checks.importance_test import independent_share, sampler_check
+
+    rng = np.random.default_rng(0)
+    x1 = rng.normal(size=600)
+    A = np.column_stack([x1, rng.normal(size=(600, 9)), x1 ** 2 + 0.5 * rng.normal(size=600)])
+    check = sampler_check(A, 10, fit_conditional_sampler(A, 10), False, rng)
+    assert check["rejected"] and check["worst_column"] == 0 and check["columns_checked"] == 10
+    B = rng.normal(size=(600, 10))
+    B[:, 9] = B[:, 0] + 0.48 * rng.normal(size=600)
+    assert not sampler_check(B, 9, fit_conditional_sampler(B, 9), False, rng)["rejected"]
+    sex = rng.integers(0, 2, 1000).astype(float)
+    C = np.column_stack([rng.normal(size=1000), sex, sex])  # a title column equal to sex
+    assert independent_share(C, 2, fit_conditional_sampler(C, 2), False, rng) < 0.05
+    free = np.column_stack([rng.normal(size=1000), rng.integers(0, 2, 1000), sex])
+    assert independent_share(free, 2, fit_conditional_sampler(free, 2), False, rng) > 0.9

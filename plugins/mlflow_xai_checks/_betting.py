@@ -19,11 +19,12 @@ points minus that of the past null points), u_t = (mean of g_t over the real poi
 over the null points) / (2 ||g_t||) lies in [-1, 1] by Cauchy-Schwarz (k(z, z) = 1); the payoff
 is f_t = clip(u_t / s_t, -1, 1) with s_t = the largest |u_s| of the past steps (1 before any).
 f_t is predictable and changes sign when a real and a null point are swapped, so
-E[f_t | past] = 0 under H0. The kernel is a product of Gaussian RBF kernels on standardised coordinates (Y as a vector, X, R),
-with the delta kernel 1[x == x'] for a categorical X (categorical columns among R enter the
-RBF factor as their codes: any kernel keeps the level, this one only affects power); centres, scales and median-heuristic
-bandwidths come from the first ``warmup`` steps, which are not bet on. The bet lambda_t in
-[0, 1/2] is chosen by online Newton step from past payoffs, so the wealth
+E[f_t | past] = 0 under H0. The kernel is a product of Gaussian RBF kernels on standardised
+coordinates (Y as a vector, X, R), with the delta kernel 1[x == x'] for a categorical X
+(categorical columns among R enter the RBF factor as their codes: any kernel keeps the level,
+this one only affects power); centres, scales and median-heuristic bandwidths come from the
+first ``warmup`` steps, which are not bet on. The bet lambda_t in [0, 1/2] is chosen by online
+Newton step from past payoffs, so the wealth
 K_t = prod (1 + lambda_s f_s) is a non-negative supermartingale under H0 and, by Ville's
 inequality, P(sup_t K_t >= 1/alpha) <= alpha: reject (and stop) when K_t >= 1/alpha. The
 anytime-valid p-value is min(1, 1 / max_t K_t).

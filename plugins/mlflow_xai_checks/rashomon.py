@@ -65,10 +65,11 @@ a few large predict calls per fit (at most :data:`MAX_CELLS_PER_CALL` cells each
 Limits: the refits train on the rows the run explains (``explain``'s ``max_rows``, 1000 by
 default), not on the model's own training set, so they are usually fitted on less data than the
 explained model; pass more rows for a closer set. The set is an approximation (refits of one
-model class on bootstrap resamples, not the paper's search over weight perturbations): it can only show the spread that class's training
-randomness produces, and with a deterministic model class on little data the bootstrap is the
-only source. Model reliance on permuted columns evaluates the model off the data manifold when
-features are correlated (it credits a feature for what its correlate carries); the spread across
+model class on bootstrap resamples, not the paper's search over weight perturbations): it can
+only show the spread that class's training randomness produces, and with a deterministic
+model class on little data the bootstrap is the only source. Model reliance on permuted
+columns evaluates the model off the data manifold when features are correlated (it credits a
+feature for what its correlate carries); the spread across
 fits is what is reported, not which attribution is right. Relative ``epsilon`` with a best loss
 of 0 keeps only perfect fits (use ``epsilon_absolute``). Training time is not in the
 planner's budget (it counts model evaluations): ``max_seconds`` (300) stops refitting after at
@@ -509,6 +510,8 @@ class Rashomon(Check):
 
         details = {
             "models_fitted": len(models), "models_kept": int(kept.sum()),
+            # who built the set: a user refit decides what the set is (a policy may refuse it)
+            "refit": "user" if params["refit"] is not None else "clone",
             "fits_failed": len(failures),
             # The margin as a share of the best loss, whichever rule set it.
             "epsilon": float(margin / best) if best > 0 else float("inf") if margin else 0.0,
