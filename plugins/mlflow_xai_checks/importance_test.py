@@ -53,9 +53,11 @@ values. The conditional test's error control is only as good as the sampler (the
 assumption): when the true law of X_j given X_-j is not the fitted one (nonlinear,
 heteroscedastic), null draws differ from real rows and a feature the model does not use can be
 rejected. So each conditional test also checks its sampler (:func:`sampler_check`, recorded
-as ``sampler_check`` and ``reliable``): real (x_j, x_-j) against sampled points, by the same
-betting game at level 0.01; when it rejects, the governance rules do not trust the conditional
-test. The sampler is fitted on the same rows it is tested on, which errs on the
+as ``sampler_check`` and ``reliable``): real (x_j - m, x_k) against sampled (x~_j - m, x_k)
+points for each other column k, by the same betting game at 0.01 in all (Bonferroni); a linear
+sampler of z = x1^2 + noise flagged in 20 of 20 data sets of 600 rows, with or without eight
+more columns, a correct one in 0 of 300; when it rejects, the governance rules do not trust
+the conditional test. The sampler is fitted on the same rows it is tested on, which errs on the
 conservative side (in-sample, the real residuals are orthogonal to the regressors, the drawn
 ones are not). Measured at alpha = 0.05, 200 runs of sigmoid(x1 + x2) with an ignored z
 (tests/test_importance_test.py): betting rejects z in 0/200 runs (marginal and conditional,
