@@ -61,6 +61,10 @@ def judge_end_task(kind: str, spec: Any, checks: dict[str, Any]
         ok, value, message = _JUDGES[kind](spec, details)
     except _Unjudgeable as exc:
         return fail(str(exc))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        # A document of an unexpected shape: fail closed, never crash the gate.
+        return fail(f"the {check} details in stability.json are malformed "
+                    f"({type(exc).__name__}: {exc}): cannot judge")
     return label, value, ok, message
 
 

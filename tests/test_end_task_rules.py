@@ -227,8 +227,14 @@ SPREAD = {"max_rank_spread": {"max": 10, "k": 2}}
     (TOPK, _with(["responsiveness", "details", "methods", "kernel_shap"], ["x"]),
      "no reasons of 'kernel_shap'"),
     (SPREAD, _with(["rashomon", "details"], "x"), "no details"),
+    (FORBID_SEX, _with(["importance_test", "details", "features", "sex", "distinct_values"],
+                       "2"), "not a finite number"),
+    ({"max_flip_rate": {"feature": "sex", "max": 0.5, "shift": 5}}, "shift five", "malformed"),
 ])
 def test_rules_fail_closed(rule, stability, words):
+    if stability == "shift five":  # a shifted feature whose recorded shift is not numbers
+        stability = _with(["flip_test", "details", "features", "sex", "kind"], "shift")
+        stability["flip_test"]["details"]["features"]["sex"]["shift"] = "five"
     outcome = _judge(rule, stability)
     assert outcome["verdict"] == "fail"
     assert words in outcome["message"], outcome["message"]
