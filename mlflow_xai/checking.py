@@ -125,6 +125,7 @@ def run_checks(ctx: CheckContext, registry: Any, config: XaiConfig, counter: Any
         entry: dict[str, Any] = {"params": check.get_params(),
                                  "severity": getattr(check, "severity", "error")}
         counter.rows = 0
+        counter.stage = f"check '{name}'"  # named in a non-finite output error
         t0 = time.perf_counter()
         try:
             reason = check.supports(ctx)

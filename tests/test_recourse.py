@@ -534,3 +534,23 @@ def test_model_type_classifier_makes_a_plain_function_a_classifier():
     plain = mlflow_xai.explain(proba, X, explainers=["exact_shap"], progress=False,
                                checks={"flip_test": {"features": ["sex"]}})
     assert "needs threshold" in plain.checks["flip_test"]["reason"]
+
+
+def test_a_model_that_returns_nan_on_flipped_rows_fails_the_check_naming_it():
+    """NaN only on the variants: the check fails (strict=False keeps the run), and the error
+    names the check, not the last explainer that ran."""
+    rng = np.random.default_rng(6)
+    X = pd.DataFrame({"income": rng.normal(size=100), "x": rng.uniform(-1, 1, 100)})
+
+    def model(Z):
+        Z = np.asarray(Z, dtype=float)
+        p = 1 / (1 + np.exp(-Z[:, 0] - Z[:, 1]))
+        p = np.where(Z[:, 1] > 1.5, np.nan, p)
+        return np.column_stack([1 - p, p])
+
+    expl = mlflow_xai.explain(model, X, explainers=["exact_shap"], model_type="classifier",
+                              strict=False, progress=False,
+                              checks={"flip_test": {"features": ["x"], "shift": {"x": 1.0}}})
+    entry = expl.checks["flip_test"]
+    assert entry["status"] == "failed" and "during check 'flip_test'" in entry["error"]
+    assert expl.summary["status"] == "ok"
