@@ -59,11 +59,9 @@ from mlflow_xai.plugin_api import (
 )
 
 from ._shapley import kernel_weight, size_mass
-from .kernel import enumerated_layers
+from .kernel import enumerated_layers, pair_jackknife_standard_errors
 
 INDEX = "FSII"
-#: Rows x pairs x unknowns held at once while computing the standard errors.
-_SE_CHUNK_ELEMENTS = 1 << 22
 
 
 # --- the design ---------------------------------------------------------------------------------
@@ -197,42 +195,6 @@ def solve(Z, W, Y, delta, inverse=None):
     return unconstrained - excess[:, None] * (h1 / h1.sum())[None, :]
 
 
-def jackknife_standard_errors(Z, W, Y, E, pair, A, inverse=None):
-    """Standard errors (R, d) of the values ``E @ A.T``: the closed-form delete-one-pair
-    jackknife of :func:`solve` over the sampled complementary pairs (see kernel_shap's
-    ``pair_jackknife_standard_errors`` for the derivation: deleting pair p moves the solution by
-    K Z_p' W_p^1/2 (I - G_p)^-1 W_p^1/2 e_p, K the inverse under the constraint). NaN with fewer
-    than two pairs."""
-    import torch
-
-    R = E.shape[0]
-    d = A.shape[0]
-    sampled = pair >= 0
-    P = int(pair.max().item()) + 1 if bool(sampled.any()) else 0
-    if P < 2:
-        return torch.full((R, d), float("nan"), dtype=torch.float64, device=E.device)
-    H_inv, h1 = inverse if inverse is not None else constrained_inverse(Z, W)
-    K = H_inv - torch.outer(h1, h1) / h1.sum()
-    order = torch.argsort(pair[sampled], stable=True)
-    p = Z.shape[1]
-    Zp = Z[sampled][order].reshape(P, 2, p)
-    root_w = W[sampled][order].reshape(P, 2).sqrt()
-    Yp = Y[:, sampled][:, order].reshape(R, P, 2)
-    Xp = root_w[:, :, None] * Zp                                     # (P, 2, p)
-    G = Xp @ K @ Xp.transpose(1, 2)                                  # (P, 2, 2) leverage
-    eye = torch.eye(2, dtype=torch.float64, device=E.device)
-    inflate = torch.linalg.pinv(eye - G)
-    onto_values = Xp @ (K @ A.T)                                     # (P, 2, d)
-    se = torch.empty((R, d), dtype=torch.float64, device=E.device)
-    step = max(1, _SE_CHUNK_ELEMENTS // max(1, 2 * P * p))
-    for r0 in range(0, R, step):
-        residual = Yp[r0:r0 + step] - torch.einsum("rq,paq->rpa", E[r0:r0 + step], Zp)
-        t = torch.einsum("pab,rpb->rpa", inflate, root_w * residual)
-        delta = torch.einsum("rpa,pad->rpd", t, onto_values)        # (r, P, d)
-        se[r0:r0 + step] = (delta.var(dim=1, unbiased=False) * (P - 1)).sqrt()
-    return se
-
-
 def interaction_matrices(E, d: int):
     """(R, d, d) in shap's convention: main effects on the diagonal, half of each pair term in
     both off-diagonal cells."""
@@ -334,7 +296,8 @@ class ShapleyInteractions(Explainer):
             se = torch.zeros_like(values)
         else:
             pair = torch.as_tensor(design.pair, device=x.device)
-            se = jackknife_standard_errors(Z, W, Y, E, pair, A, inverse)
+            # The values are E @ A.T: their errors through the same closed-form jackknife.
+            se = pair_jackknife_standard_errors(Z, W, Y, E, pair, onto=A.T, inverse=inverse)
         se_np = se.cpu().numpy()
         finite = se_np.size > 0 and bool(np.all(np.isfinite(se_np)))
         info.update(max_standard_error=float(se_np.max()) if finite else None,

@@ -279,9 +279,12 @@ def solve_constrained(Z, W, Y, delta):
     return unconstrained - excess[:, None] * (h1 / (ones @ h1))[None, :]
 
 
-def pair_jackknife_standard_errors(Z, W, Y, phi, pair):
-    """Standard errors (R, M) of :func:`solve_constrained`'s phi: a delete-one-pair jackknife
-    over the sampled complementary pairs (the i.i.d. units), in closed form.
+def pair_jackknife_standard_errors(Z, W, Y, phi, pair, *, onto=None, inverse=None):
+    """Standard errors of :func:`solve_constrained`'s phi (R, M), or of the values
+    ``phi @ onto`` (R, d) of a constrained fit's coefficients (shapley_interactions reads its
+    Shapley values off the coefficients so): a delete-one-pair jackknife over the sampled
+    complementary pairs (the i.i.d. units), in closed form. ``inverse``: ``(H^-1, H^-1 1)`` of
+    the weighted normal matrix when the caller has it.
 
     Why this and not a bootstrap or a plain sandwich: for weighted least squares, deleting
     pair p (weights held) moves the solution by exactly
@@ -298,13 +301,16 @@ def pair_jackknife_standard_errors(Z, W, Y, phi, pair):
     import torch
 
     R, M = phi.shape
+    d = M if onto is None else onto.shape[1]
     sampled = pair >= 0
     P = int(pair.max().item()) + 1 if bool(sampled.any()) else 0
     if P < 2:
-        return torch.full((R, M), float("nan"), dtype=torch.float64, device=phi.device)
-    H = Z.T @ (Z * W[:, None])
-    H_inv = _poly.sym_inverse(H)
-    h1 = H_inv @ torch.ones(M, dtype=Z.dtype, device=Z.device)
+        return torch.full((R, d), float("nan"), dtype=torch.float64, device=phi.device)
+    if inverse is None:
+        H_inv = _poly.sym_inverse(Z.T @ (Z * W[:, None]))
+        h1 = H_inv @ torch.ones(M, dtype=Z.dtype, device=Z.device)
+    else:
+        H_inv, h1 = inverse
     K = H_inv - torch.outer(h1, h1) / h1.sum()
     # Both coalitions of each pair side by side (a sort, not index_add_: deterministic on GPUs).
     order = torch.argsort(pair[sampled], stable=True)
@@ -315,12 +321,13 @@ def pair_jackknife_standard_errors(Z, W, Y, phi, pair):
     G = Xp @ K @ Xp.transpose(1, 2)                                        # (P, 2, 2) leverage
     eye = torch.eye(2, dtype=torch.float64, device=phi.device)
     inflate = torch.linalg.pinv(eye - G)                                   # shared by all rows
-    se = torch.empty((R, M), dtype=torch.float64, device=phi.device)
+    onto_values = Xp @ (K if onto is None else K @ onto)                   # (P, 2, d)
+    se = torch.empty((R, d), dtype=torch.float64, device=phi.device)
     step = max(1, _SE_CHUNK_ELEMENTS // max(1, 2 * P * M))
     for r0 in range(0, R, step):
         residual = Yp[r0:r0 + step] - torch.einsum("rm,pam->rpa", phi[r0:r0 + step], Zp)
         t = torch.einsum("pab,rpb->rpa", inflate, root_w * residual)       # (r, P, 2)
-        delta = torch.einsum("rpa,pam->rpm", t, Xp) @ K                    # (r, P, M)
+        delta = torch.einsum("rpa,pad->rpd", t, onto_values)               # (r, P, d)
         se[r0:r0 + step] = (delta.var(dim=1, unbiased=False) * (P - 1)).sqrt()
     return se
 
