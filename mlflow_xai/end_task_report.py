@@ -8,14 +8,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlflow_xai.text import e, fmt
+from mlflow_xai.text import table as _table
 
 MAX_ROWS = 30
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _more(n: int) -> str:

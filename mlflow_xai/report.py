@@ -14,6 +14,7 @@ from typing import Any
 
 from mlflow_xai.end_task_report import render_end_task
 from mlflow_xai.text import e, fmt
+from mlflow_xai.text import table as _table
 from mlflow_xai.units import group_by_unit
 
 TOP_K = 10
@@ -161,12 +162,6 @@ def _header(s: Mapping[str, Any], checks: Mapping[str, Any] | None) -> str:
     # A stored headline may be stricter than what this page can see; never show no reason.
     why = "; ".join(reasons) if reasons else "see the sections below"
     return line + f"<p class='reason {badge}'>{e(why)}</p>"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _facts(s: Mapping[str, Any], primary: str | None) -> str:

@@ -1,5 +1,6 @@
-"""How the report and the plots write values: HTML escaping and numbers to 3 significant
-digits (one module, so that the report's sections and plots share it without import cycles)."""
+"""How the report and the plots write values: HTML escaping, numbers to 3 significant digits
+and HTML tables (one module, so that the report's sections and plots share it without import
+cycles)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,10 @@ def fmt(x: Any) -> str:
     decimals = 2 - math.floor(math.log10(abs(x)))
     text = f"{round(x, decimals):.{max(decimals, 0)}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """An HTML table: ``headers`` are escaped here, the cells are HTML already."""
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
